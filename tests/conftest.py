@@ -1,0 +1,103 @@
+"""Shared fixtures: users, sessions, API keys and API clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from accounts import services as account_services
+from accounts.models import User, UserSession
+from whisper_site.celery import app as celery_app
+
+PASSWORD = "SecureP@ssw0rd123!"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media(settings: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """Each test stores media under its own temporary folder and starts with an empty cache."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery() -> Iterator[None]:
+    """Tasks run in-process unless a test starts a real worker (see the e2e fixtures)."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+def make_user(username: str = "alice", password: str = PASSWORD, **extra: object) -> tuple[User, UserSession]:
+    user, session = account_services.user_register(username=username, password=password, user_agent="pytest")
+    if extra:
+        for name, value in extra.items():
+            setattr(user, name, value)
+        user.save()
+    return user, session
+
+
+@pytest.fixture
+def user_and_session(db: None) -> tuple[User, UserSession]:
+    return make_user()
+
+
+@pytest.fixture
+def user(user_and_session: tuple[User, UserSession]) -> User:
+    return user_and_session[0]
+
+
+@pytest.fixture
+def session(user_and_session: tuple[User, UserSession]) -> UserSession:
+    return user_and_session[1]
+
+
+@pytest.fixture
+def api_key(user: User) -> str:
+    _, raw = account_services.api_key_create(user=user, name="test key")
+    return raw
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def client_session(session: UserSession) -> APIClient:
+    """A client authenticated with ``Basic <session-id>``."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Basic {session.id.hex}")
+    return client
+
+
+@pytest.fixture
+def client_key(api_key: str) -> APIClient:
+    """A client authenticated with ``Bearer <api-key>``."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    return client
+
+
+@pytest.fixture
+def other_client(db: None) -> APIClient:
+    """A second user's client, for isolation tests."""
+    _, session = make_user("bob")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Basic {session.id.hex}")
+    return client
+
+
+@pytest.fixture
+def admin_client(db: None) -> APIClient:
+    _, session = make_user("root_admin", is_admin=True, is_superuser=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Basic {session.id.hex}")
+    return client

@@ -1,0 +1,58 @@
+"""Transcription jobs: one per requested format, one inference run per request."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from whisper_site.identifiers import new_uuid7
+
+
+class Transcription(models.Model):
+    """A job and, once completed, its result in one format."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    class Format(models.TextChoices):
+        VERBOSE_JSON = "verbose_json"
+        SRT = "srt"
+        VTT = "vtt"
+
+    id = models.UUIDField(primary_key=True, default=new_uuid7, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="transcriptions"
+    )
+    file = models.ForeignKey("files.File", on_delete=models.CASCADE, related_name="transcriptions")
+    # Jobs queued by one request share one inference run.
+    batch_id = models.UUIDField(default=new_uuid7, db_index=True)
+    model = models.CharField(max_length=100)
+    language = models.CharField(max_length=16, blank=True, help_text="Requested; empty means detect.")
+    format = models.CharField(max_length=16, choices=Format.choices)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    data = models.JSONField(null=True, blank=True)
+    detected_language = models.CharField(max_length=16, blank=True)
+    audio_seconds = models.BigIntegerField(default=0)
+    cost = models.BigIntegerField(default=0, help_text="Tokens charged (0 once refunded).")
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="transcription_owner_idx"),
+            models.Index(fields=["file", "created_at"], name="transcription_file_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(cost__gte=0), name="transcription_cost_gte_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id.hex} {self.format} {self.status}"

@@ -1,0 +1,147 @@
+"""One-line plain-text errors for every failure the API can answer with.
+
+Services raise :class:`ApplicationError`; views let DRF exceptions rise. The
+DRF exception handler below turns both into ``text/plain`` bodies, and the
+middleware and ``handler404``/``handler500`` views do the same for what never
+reaches DRF (unknown paths, oversized bodies, crashes).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse
+from rest_framework import exceptions
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """A domain error with the message and status code the API answers with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def plain_text_response(message: str, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
+    """A one-line ``text/plain`` error response."""
+    line = " ".join(str(message).split()) or "Error"
+    response = HttpResponse(line, status=status, content_type="text/plain; charset=utf-8")
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def first_error_message(detail: Any) -> str:
+    """The first message of a DRF error detail (a string, list or dict)."""
+    if isinstance(detail, dict):
+        for value in detail.values():
+            return first_error_message(value)
+        return "Invalid request"
+    if isinstance(detail, (list, tuple)):
+        for value in detail:
+            return first_error_message(value)
+        return "Invalid request"
+    return str(detail)
+
+
+_DRF_MESSAGES: dict[type[exceptions.APIException], str] = {
+    exceptions.NotAuthenticated: "Missing valid Authorization header with session or API key",
+    exceptions.ParseError: "Malformed request body",
+    exceptions.UnsupportedMediaType: "Unsupported Content-Type",
+    exceptions.NotAcceptable: "Not acceptable",
+}
+
+
+def plain_text_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
+    """DRF's EXCEPTION_HANDLER: every error becomes one line of plain text."""
+    # Imported here: rest_framework.views loads the authentication classes,
+    # which import models, which import this module.
+    from rest_framework.views import set_rollback
+
+    if isinstance(exc, ApplicationError):
+        set_rollback()
+        return plain_text_response(exc.message, exc.status)
+    if isinstance(exc, RequestDataTooBig):
+        set_rollback()
+        return plain_text_response("Request body too large", 413)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound("Not found")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, (SuspiciousOperation, BadRequest, UnicodeDecodeError)):
+        exc = exceptions.ParseError()
+    if not isinstance(exc, exceptions.APIException):
+        return None
+
+    headers: dict[str, str] = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+    message = _DRF_MESSAGES.get(type(exc))
+    if message is None:
+        if isinstance(exc, exceptions.MethodNotAllowed):
+            message = "Method not allowed"
+        elif isinstance(exc, exceptions.Throttled):
+            message = "Too many requests. Try again later"
+        else:
+            message = first_error_message(exc.detail)
+    set_rollback()
+    return plain_text_response(message, exc.status_code, headers)
+
+
+class PlainTextErrorMiddleware:
+    """Plain-text bodies for errors raised outside DRF views.
+
+    Django answers an oversized body or a malformed multipart request with its
+    own HTML 400 page; API clients get the one-line text instead.
+    """
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        # DRF parses JSON from the raw stream, past Django's body limit: bound
+        # every non-multipart body here (file parts are bounded while they stream).
+        content_type = request.META.get("CONTENT_TYPE", "")
+        if not content_type.startswith("multipart/form-data"):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return plain_text_response("Invalid Content-Length", 400)
+            if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+                return plain_text_response("Request body too large", 413)
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, RequestDataTooBig):
+            return plain_text_response("Request body too large", 413)
+        if isinstance(exception, (SuspiciousOperation, BadRequest)):
+            return plain_text_response("Malformed request", 400)
+        return None
+
+
+def not_found_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler404``: unknown paths answer in plain text."""
+    return plain_text_response("Not found", 404)
+
+
+def server_error_view(request: HttpRequest) -> HttpResponse:
+    """``handler500``: no stack trace, no HTML page."""
+    return plain_text_response("Internal server error", 500)
+
+
+def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler400``."""
+    return plain_text_response("Bad request", 400)
+
+
+def permission_denied_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler403``."""
+    return plain_text_response("Forbidden", 403)
