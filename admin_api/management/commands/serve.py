@@ -58,6 +58,7 @@ class Command(BaseCommand):
                 python, "-m", "celery", "-A", "whisper_site", "worker",
                 "--loglevel", "INFO",
                 "--concurrency", str(settings.CELERY_WORKER_CONCURRENCY),
+                "--without-mingle", "--without-gossip",
             ],
         }
         children: dict[str, subprocess.Popen[bytes]] = {}
