@@ -94,7 +94,9 @@ class Command(BaseCommand):
     def _stop_children(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
         for child in children.values():
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                # The main processes stop their own workers (Celery finishes
+                # the task in hand; an unfinished one is redelivered).
+                child.terminate()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in children.values():
             try:
