@@ -1,0 +1,16 @@
+"""Signals other apps connect to, to follow a file through conversion.
+
+Both are sent with ``sender=File`` and ``file_id=<uuid.UUID>``, once the
+transaction that recorded the new state has committed, so a receiver always
+reads the state the signal announces.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+#: The MP3/MP4 and the WAV are stored; ``File.wav_name`` is set.
+file_ready = Signal()
+
+#: Conversion failed; ``File.error`` says why. Nothing of the file is stored.
+file_failed = Signal()
