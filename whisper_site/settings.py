@@ -303,3 +303,21 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- API documentation (admin_api) -------------------------------------------
+# /api/v1/schema is completed from the API contract by a post-processing hook
+# (admin_api/schema.py), also for `manage.py spectacular`. /api/v1/docs serves
+# Swagger UI from our own static files when drf-spectacular-sidecar is
+# installed, so that it works where browsers cannot reach a CDN.
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "admin_api.schema.ContractAutoSchema"
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "admin_api.schema.contract_overlay",
+]
+import importlib.util  # noqa: E402  (kept inside this appended block)
+
+if importlib.util.find_spec("drf_spectacular_sidecar") is not None:
+    INSTALLED_APPS.append("drf_spectacular_sidecar")
+    SPECTACULAR_SETTINGS["SWAGGER_UI_DIST"] = "SIDECAR"
+    SPECTACULAR_SETTINGS["SWAGGER_UI_FAVICON_HREF"] = "SIDECAR"
+    SPECTACULAR_SETTINGS["REDOC_DIST"] = "SIDECAR"
