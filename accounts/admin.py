@@ -6,8 +6,11 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from accounts.models import ApiKey, User, UserSession
+from admin_api.changelist import LargeTablePaginator, search_by_id_or_owner
+from admin_api.selectors import user_stats_get
 
 
 @admin.register(User)
@@ -16,7 +19,7 @@ class UserAdmin(admin.ModelAdmin):
     list_filter = ("is_admin", "is_active")
     search_fields = ("username",)
     ordering = ("-registered_at",)
-    readonly_fields = ("id", "registered_at", "last_login", "password")
+    readonly_fields = ("id", "registered_at", "last_login", "password", "statistics")
     fields = (
         "id",
         "username",
@@ -28,21 +31,77 @@ class UserAdmin(admin.ModelAdmin):
         "avatar",
         "registered_at",
         "last_login",
+        "statistics",
     )
     raw_id_fields = ("avatar",)
     show_full_result_count = False
+
+    @admin.display(description="statistics")
+    def statistics(self, obj: User) -> str:
+        # The figures of GET /admin/users, from the same selector.
+        if obj.pk is None or obj._state.adding:
+            return "-"
+        stats = user_stats_get(user=obj)
+        rows = [
+            ("Completed transcriptions, last 30 days", stats.transcriptions_count),
+            ("Audio seconds transcribed, last 30 days", stats.total_audio_seconds),
+            ("Files uploaded, last 30 days", stats.files_uploaded),
+            ("Storage used (bytes)", stats.total_storage_bytes),
+            ("Active sessions", stats.active_sessions),
+            ("API keys", stats.api_keys_count),
+        ]
+        body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+        return format_html('<table class="user-statistics">{}</table>', body)
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        self.delete_queryset(request, User.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        # As DELETE /user/me: the stored media go too, not only the rows.
+        from files.services import file_delete_all_for_user
+
+        for user in queryset:
+            file_delete_all_for_user(user=user)
+            user.delete()
+
+
+class SessionStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("ended", "Ended"), ("expired", "Expired")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[UserSession]) -> QuerySet[UserSession]:
+        cutoff = timezone.now() - UserSession.lifetime()
+        if self.value() == "active":
+            return queryset.filter(ended_at__isnull=True, created_at__gt=cutoff)
+        if self.value() == "ended":
+            return queryset.filter(ended_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(ended_at__isnull=True, created_at__lte=cutoff)
+        return queryset
 
 
 @admin.register(UserSession)
 class UserSessionAdmin(admin.ModelAdmin):
     list_display = ("id", "user", "user_agent", "created_at", "ended_at")
-    list_filter = ("ended_at",)
+    list_filter = (SessionStateFilter,)
     search_fields = ("user__username",)
+    search_help_text = "A session id, or part of the username."
+    ordering = ("-created_at",)
+    paginator = LargeTablePaginator
     raw_id_fields = ("user",)
     readonly_fields = ("id", "user", "user_agent", "created_at")
     actions = ["end_sessions"]
     list_select_related = ("user",)
     show_full_result_count = False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[UserSession], search_term: str
+    ) -> tuple[QuerySet[UserSession], bool]:
+        # An id or an owner, both indexed, instead of a joined substring scan.
+        return search_by_id_or_owner(queryset, search_term, owner_field="user"), False
 
     @admin.action(description="End selected sessions")
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[UserSession]) -> None:
