@@ -29,10 +29,13 @@ def _isolated_media(settings: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 @pytest.fixture(autouse=True)
 def _eager_celery() -> Iterator[None]:
     """Tasks run in-process unless a test starts a real worker (see the e2e fixtures)."""
+    # The app reads Django settings under the CELERY_ namespace, and Celery
+    # then looks up the prefixed key first: setting ``task_always_eager``
+    # alone is silently ignored (tasks went to the real broker).
     previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = True
     yield
-    celery_app.conf.task_always_eager = previous
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = previous
 
 
 def make_user(username: str = "alice", password: str = PASSWORD, **extra: object) -> tuple[User, UserSession]:
