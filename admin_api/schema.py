@@ -75,6 +75,14 @@ class ContractAutoSchema(AutoSchema):
     serializer" is not an error here.
     """
 
+    def get_operation_id(self) -> str:
+        # Stable ids from the contract: generated ones depend on each view's
+        # action names and collide between list and detail routes.
+        spec = contract().get(_operation_key(self.method, self.path.rstrip("/")))
+        if spec is not None and "operation_id" in spec:
+            return str(spec["operation_id"])
+        return super().get_operation_id()
+
     def _get_serializer(self) -> Any:
         view = self.view
         if not any(hasattr(view, name) for name in ("get_serializer", "get_serializer_class", "serializer_class")):

@@ -1,0 +1,188 @@
+"""The OpenAPI 3 schema at /api/v1/schema and the interactive page at /api/v1/docs.
+
+Beyond "it renders": real responses of the running API are checked against
+the schema the document gives for them, so that the documentation cannot
+drift from what the views answer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+import yaml
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+METHODS = {"get", "post", "put", "patch", "delete"}
+
+
+@pytest.fixture
+def schema(anon: APIClient) -> dict[str, Any]:
+    response = anon.get("/api/v1/schema?format=json")
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+def resolve(schema: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def conforms(instance: Any, schema: dict[str, Any], document: dict[str, Any], where: str = "$") -> None:
+    """Assert that ``instance`` is valid for the subset of JSON Schema our document uses."""
+    schema = resolve(schema, document)
+    if "oneOf" in schema:
+        failures = []
+        for option in schema["oneOf"]:
+            try:
+                conforms(instance, option, document, where)
+                return
+            except AssertionError as exc:
+                failures.append(str(exc))
+        raise AssertionError(f"{where}: matches no oneOf option: {failures}")
+    if instance is None:
+        assert schema.get("nullable"), f"{where}: null but not nullable"
+        return
+    kind = schema.get("type")
+    if kind == "object":
+        assert isinstance(instance, dict), f"{where}: not an object"
+        properties = schema.get("properties")
+        if properties is not None:
+            assert set(instance) <= set(properties), f"{where}: undocumented keys {set(instance) - set(properties)}"
+            for name in schema.get("required", []):
+                assert name in instance, f"{where}: missing {name}"
+            for name, value in instance.items():
+                conforms(value, properties[name], document, f"{where}.{name}")
+    elif kind == "array":
+        assert isinstance(instance, list), f"{where}: not an array"
+        for index, item in enumerate(instance):
+            conforms(item, schema.get("items", {}), document, f"{where}[{index}]")
+    elif kind == "string":
+        assert isinstance(instance, str), f"{where}: not a string"
+    elif kind == "integer":
+        assert isinstance(instance, int) and not isinstance(instance, bool), f"{where}: not an integer"
+    elif kind == "number":
+        assert isinstance(instance, (int, float)) and not isinstance(instance, bool), f"{where}: not a number"
+    elif kind == "boolean":
+        assert isinstance(instance, bool), f"{where}: not a boolean"
+
+
+def response_schema(document: dict[str, Any], method: str, path: str, status: int = 200) -> dict[str, Any]:
+    operation = document["paths"][path][method]
+    return operation["responses"][str(status)]["content"]["application/json"]["schema"]
+
+
+def test_schema_is_public_yaml_by_default(anon: APIClient) -> None:
+    response = anon.get("/api/v1/schema")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi")
+    document = yaml.safe_load(response.content)
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] == "Whisper transcription API"
+    # A stale or wrong Authorization header does not turn the docs into a 401.
+    assert anon.get("/api/v1/schema/", HTTP_AUTHORIZATION="Bearer nonsense").status_code == 200
+
+
+def test_docs_page_is_public_html(anon: APIClient) -> None:
+    response = anon.get("/api/v1/docs", HTTP_AUTHORIZATION="Basic nonsense")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    page = response.content.decode()
+    assert "swagger-ui" in page and "/api/v1/schema" in page
+
+
+def test_schema_generation_is_valid_and_warning_free(tmp_path) -> None:
+    out = tmp_path / "schema.yaml"
+    stderr = io.StringIO()
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out), stderr=stderr)
+    assert "Error" not in stderr.getvalue() and "Warning" not in stderr.getvalue(), stderr.getvalue()
+    assert yaml.safe_load(out.read_text())["paths"]
+
+
+def test_every_operation_documents_success_and_plain_text_errors(schema: dict[str, Any]) -> None:
+    schemes = schema["components"]["securitySchemes"]
+    assert set(schemes) == {"apiKey", "sessionId"}
+    assert (schemes["apiKey"]["type"], schemes["apiKey"]["scheme"]) == ("http", "bearer")
+    assert (schemes["sessionId"]["type"], schemes["sessionId"]["in"]) == ("apiKey", "header")
+    assert schemes["sessionId"]["name"] == "Authorization"
+    for path, item in schema["paths"].items():
+        assert path.startswith("/api/v1/") and not path.endswith("/"), path
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            where = f"{method.upper()} {path}"
+            assert operation.get("summary"), where
+            responses = operation["responses"]
+            assert any(code.startswith("2") for code in responses), where
+            errors = [r for code, r in responses.items() if not code.startswith("2")]
+            assert errors, where
+            for error in errors:
+                assert set(error["content"]) == {"text/plain"}, where
+                assert error["content"]["text/plain"]["schema"] == {"type": "string"}, where
+
+
+def test_admin_operations_list_the_reference_errors(schema: dict[str, Any]) -> None:
+    patch = schema["paths"]["/api/v1/admin/users/{uuid}"]["patch"]
+    messages = {
+        example["value"]
+        for code in ("400", "401", "403", "404")
+        for example in patch["responses"][code]["content"]["text/plain"]["examples"].values()
+    }
+    assert {
+        "Invalid UUID format",
+        "token_balance must be an integer",
+        "price_multiplier must be non-negative",
+        "price_multiplier must be at most 1000",
+        "No valid fields to update. Provide token_balance or price_multiplier",
+        "Access denied. Admin privileges required",
+        "User not found",
+    } <= messages
+    get = schema["paths"]["/api/v1/admin/users"]["get"]
+    assert {p["name"] for p in get["parameters"]} == {"page", "limit", "search", "username"}
+    assert get["security"] == [{"apiKey": []}, {"sessionId": []}]
+
+
+def test_public_operations_need_no_credentials(schema: dict[str, Any]) -> None:
+    assert schema["paths"]["/api/v1/health"]["get"]["security"] == []
+    assert schema["paths"]["/api/v1/user/login"]["post"]["security"] == []
+    assert schema["paths"]["/api/v1/user/me"]["get"]["security"] == [{"apiKey": []}, {"sessionId": []}]
+
+
+def test_admin_responses_conform_to_the_schema(schema: dict[str, Any], admin_client: APIClient, user: User) -> None:
+    body = admin_client.get("/api/v1/admin/users").json()
+    conforms(body, response_schema(schema, "get", "/api/v1/admin/users"), schema)
+    body = admin_client.patch(
+        f"/api/v1/admin/users/{user.id.hex}", {"token_balance": 1, "price_multiplier": 2}, format="json"
+    ).json()
+    conforms(body, response_schema(schema, "patch", "/api/v1/admin/users/{uuid}"), schema)
+
+
+def test_account_responses_conform_to_the_schema(schema: dict[str, Any], anon: APIClient) -> None:
+    """The contract overlay describes views of other apps: check it against them."""
+    checks: list[tuple[str, str, Any]] = []
+    response = anon.get("/api/v1/health")
+    checks.append(("get", "/api/v1/health", response.json()))
+    response = anon.post("/api/v1/user/register", {"username": "dora", "password": PASSWORD}, format="json")
+    checks.append(("post", "/api/v1/user/register", response.json()))
+    response = anon.post("/api/v1/user/login", {"username": "dora", "password": PASSWORD}, format="json")
+    checks.append(("post", "/api/v1/user/login", response.json()))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Basic {response.json()['session_id']}")
+    checks.append(("get", "/api/v1/user/me", client.get("/api/v1/user/me").json()))
+    token = client.post("/api/v1/user/token", {"name": "docs"}, format="json").json()
+    checks.append(("post", "/api/v1/user/token", token))
+    checks.append(("get", "/api/v1/user/token", client.get("/api/v1/user/token").json()))
+    checks.append(("get", "/api/v1/user/sessions", client.get("/api/v1/user/sessions").json()))
+    revoked = client.delete(f"/api/v1/user/token/{token['token_id']}").json()
+    checks.append(("delete", "/api/v1/user/token/{token_id}", revoked))
+    checks.append(("post", "/api/v1/user/logout", client.post("/api/v1/user/logout").json()))
+    for method, path, body in checks:
+        conforms(body, response_schema(schema, method, path), schema, f"{method.upper()} {path}")
