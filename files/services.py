@@ -1,14 +1,54 @@
-"""File writes. (Uploads and conversion arrive with the files work.)"""
+"""File writes: uploads, conversion, renames, deletes and avatars."""
 
 from __future__ import annotations
 
-from django.core.files.storage import default_storage
+import logging
+import secrets
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import User
+from files import media
+from files.filenames import MAX_FILENAME_CHARS, filename_clean, filename_for_upload
+from files.images import NotAnImage, probe_image
 from files.models import File
+from files.selectors import NOT_FOUND_MESSAGE, file_get_owned
+from files.signals import file_failed, file_ready
+from files.storage import (
+    object_prefix,
+    storage_delete,
+    storage_local_path,
+    storage_put,
+    storage_put_upload,
+    worker_temp_dir,
+)
+from files.uploads import StreamedUpload, avatar_too_large_message
 from whisper_site.errors import ApplicationError
+from whisper_site.identifiers import new_uuid7
+
+logger = logging.getLogger(__name__)
+
+FILENAME_LENGTH_MESSAGE = f"Filename must be between 1 and {MAX_FILENAME_CHARS} characters"
+AVATAR_NOT_IMAGE_MESSAGE = "Avatar must be an image (PNG, JPEG, GIF or WebP)"
+
+# Conversion time budget: a fixed part plus a multiple of the media's
+# duration (x264 is far slower than MP3 encoding). Celery's soft limit ends
+# ffmpeg and records the failure; the hard limit is the backstop.
+CONVERT_BASE_SECONDS = 120
+CONVERT_SECONDS_PER_MEDIA_SECOND = {File.Kind.AUDIO: 1.0, File.Kind.VIDEO: 4.0}
+CONVERT_HARD_EXTRA_SECONDS = 60
+
+# Names of the objects a conversion writes, under the file's prefix: fixed,
+# so that a second run of the task writes the same names.
+MEDIA_BASENAME = "media"
+WAV_BASENAME = "audio.wav"
 
 
 def file_storage_names(file: File) -> list[str]:
@@ -18,16 +58,305 @@ def file_storage_names(file: File) -> list[str]:
 
 def storage_delete_on_commit(names: list[str]) -> None:
     """Delete storage objects once the surrounding transaction commits."""
+    names = [name for name in names if name]
+    if names:
+        transaction.on_commit(lambda: storage_delete(names))
 
-    def delete() -> None:
-        for name in names:
-            default_storage.delete(name)
 
-    transaction.on_commit(delete)
+# --------------------------------------------------------------------------
+# Uploads
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """The outcome for one uploaded part: a row of ``POST /file``'s answer."""
+
+    message: str
+    filename: str
+    file: File | None = None
+    existed: bool = False
+    uploaded: bool = False
+    error: str | None = None
+
+
+def _upload_error(filename: str, error: str, message: str) -> UploadResult:
+    return UploadResult(message=message, filename=filename, error=error)
+
+
+def _existed(file: File) -> UploadResult:
+    return UploadResult(message="File already exists", filename=file.filename, file=file, existed=True)
+
+
+def convert_time_limits(*, kind: str, duration: float) -> tuple[int, int]:
+    """Celery's (soft, hard) time limits for converting a file of ``kind`` and ``duration``."""
+    soft = int(CONVERT_BASE_SECONDS + CONVERT_SECONDS_PER_MEDIA_SECOND.get(kind, 4.0) * duration)
+    return soft, soft + CONVERT_HARD_EXTRA_SECONDS
+
+
+def file_convert_enqueue(*, file: File) -> None:
+    """Queue the conversion of ``file`` once the current transaction commits.
+
+    If the queue cannot take it (broker down), the file fails at once with a
+    reason instead of staying ``processing`` for ever.
+    """
+    from files.tasks import file_convert_task  # tasks import this module
+
+    file_id, kind, duration = file.id, file.kind, file.duration
+
+    def enqueue() -> None:
+        soft, hard = convert_time_limits(kind=kind, duration=duration)
+        try:
+            file_convert_task.apply_async(args=[file_id.hex], soft_time_limit=soft, time_limit=hard)
+        except Exception:
+            if file_convert_task.app.conf.task_always_eager:
+                # Eager mode runs the task here: its errors are its own.
+                raise
+            logger.exception("could not queue the conversion of file %s", file_id.hex)
+            file_fail(file_id=file_id, reason="Conversion could not be queued; upload the file again")
+
+    transaction.on_commit(enqueue)
+
+
+def file_upload(*, user: User, part: StreamedUpload) -> UploadResult:
+    """Store one uploaded part as a new file of ``user``, or say why not.
+
+    The content decides: the part must hold decodable audio (with or without
+    video). Bytes the user already owns (same BLAKE3 digest) are not stored
+    again: the existing file is the answer. A file whose conversion failed is
+    retried when its bytes are uploaded again. Nothing is left behind for a
+    part that is refused.
+    """
+    filename = filename_for_upload(part.name)
+    if part.too_large:
+        return _upload_error(filename, "file_too_large", "File too large")
+    if part.size == 0:
+        return _upload_error(filename, "empty_file", "Empty file")
+    try:
+        info = media.probe_media(part.temporary_file_path())
+    except media.EmptyMedia:
+        return _upload_error(filename, "empty_file", "Empty file")
+    except media.UnsupportedMedia:
+        return _upload_error(filename, "unsupported_content_type", "Unsupported content type")
+
+    digest = part.blake3_hex
+    assert digest is not None
+    existing = File.objects.filter(owner=user, blake3=digest).first()
+    if existing is not None and existing.state != File.State.FAILED:
+        return _existed(existing)
+
+    file_id = existing.id if existing is not None else new_uuid7()
+    # A fresh name per upload: a retry racing another retry of the same
+    # failed file can never overwrite the other's object.
+    original_name = f"{object_prefix(owner_id=user.id, file_id=file_id)}/upload-{secrets.token_hex(8)}"
+    stored_name = storage_put_upload(name=original_name, upload=part)
+    try:
+        with transaction.atomic():
+            if existing is not None:
+                file = _file_retry(file=existing, original_name=stored_name, info=info, size=part.size)
+            else:
+                file = File.objects.create(
+                    id=file_id,
+                    owner=user,
+                    filename=filename,
+                    kind=info.kind,
+                    content_type=media.CONTENT_TYPES[info.kind],
+                    blake3=digest,
+                    size_bytes=part.size,
+                    upload_size=part.size,
+                    duration=info.duration,
+                    state=File.State.PROCESSING,
+                    original_name=stored_name,
+                )
+            if file is not None:
+                file_convert_enqueue(file=file)
+    except IntegrityError:
+        # Race: the same bytes uploaded by the same user in two requests at
+        # once. The unique (owner, blake3) constraint lets one row in; the
+        # other request answers with it.
+        file = None
+    except BaseException:
+        storage_delete([stored_name])
+        raise
+    if file is None:
+        storage_delete([stored_name])
+        winner = File.objects.filter(owner=user, blake3=digest).first()
+        if winner is None:
+            raise ApplicationError("Upload conflicted with a concurrent change; try again", 409)
+        return _existed(winner)
+    return UploadResult(message="File uploaded successfully", filename=file.filename, file=file, uploaded=True)
+
+
+def _file_retry(*, file: File, original_name: str, info: media.MediaInfo, size: int) -> File | None:
+    # Conditional UPDATE: of two retries of the same failed file, one wins.
+    updated = File.objects.filter(id=file.id, state=File.State.FAILED).update(
+        state=File.State.PROCESSING,
+        error="",
+        original_name=original_name,
+        kind=info.kind,
+        content_type=media.CONTENT_TYPES[info.kind],
+        duration=info.duration,
+        size_bytes=size,
+        upload_size=size,
+    )
+    if not updated:
+        return None
+    return File.objects.get(id=file.id)
+
+
+def file_upload_many(*, user: User, parts: list[StreamedUpload]) -> list[UploadResult]:
+    """Store each part of one ``POST /file``; one result per part, in order."""
+    if not parts:
+        raise ApplicationError("No files provided. Send one or more multipart parts named 'file'", 400)
+    return [file_upload(user=user, part=part) for part in parts]
+
+
+# --------------------------------------------------------------------------
+# Conversion
+# --------------------------------------------------------------------------
+
+
+def file_fail(*, file_id: uuid.UUID, reason: str) -> bool:
+    """Mark a processing file failed with ``reason`` and drop its original upload.
+
+    Returns whether this call made the change (a file already ready, failed
+    or deleted is left alone).
+    """
+    with transaction.atomic():
+        file = File.objects.select_for_update().filter(id=file_id, state=File.State.PROCESSING).first()
+        if file is None:
+            return False
+        original = file.original_name
+        File.objects.filter(id=file_id).update(state=File.State.FAILED, error=reason[:2000], original_name="")
+        storage_delete_on_commit([original])
+        transaction.on_commit(lambda: file_failed.send(sender=File, file_id=file_id))
+    return True
+
+
+def _convert_outputs(file: File, source: Path, folder: Path) -> tuple[Path, Path]:
+    soft, _ = convert_time_limits(kind=file.kind, duration=file.duration)
+    extension = media.EXTENSIONS[file.kind]
+    media_path = folder / f"{MEDIA_BASENAME}{extension}"
+    if file.kind == File.Kind.VIDEO:
+        media.convert_video_to_mp4(source, media_path, timeout=soft)
+    else:
+        media.convert_audio_to_mp3(source, media_path, timeout=soft)
+    wav_path = folder / WAV_BASENAME
+    media.convert_to_wav(source, wav_path, timeout=soft)
+    return media_path, wav_path
+
+
+def file_convert(*, file_id: uuid.UUID) -> None:
+    """Convert a processing file: MP3 (audio) or MP4 (video), and a WAV for transcription.
+
+    Safe to run twice, also at the same time: a file that is not processing
+    is left alone, outputs go to names fixed by the file's id, and only the
+    run whose conditional UPDATE marks the file ready keeps what it stored.
+    The original upload is deleted once the file is ready or failed. A file
+    deleted while it converts leaves nothing behind.
+    """
+    file = File.objects.filter(id=file_id).first()
+    if file is None or file.state != File.State.PROCESSING:
+        return
+    prefix = object_prefix(owner_id=file.owner_id, file_id=file.id)
+    stored: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="convert-", dir=worker_temp_dir()) as scratch:
+        try:
+            with storage_local_path(file.original_name) as source:
+                media_path, wav_path = _convert_outputs(file, source, Path(scratch))
+            media_size = media_path.stat().st_size
+            stored.append(storage_put(name=f"{prefix}/{media_path.name}", path=media_path))
+            stored.append(storage_put(name=f"{prefix}/{WAV_BASENAME}", path=wav_path))
+        except FileNotFoundError:
+            # Deleted meanwhile, or another run finished and removed the
+            # original: then nothing changes. Otherwise the upload is lost.
+            file_fail(file_id=file_id, reason="Conversion failed: the uploaded file is missing from storage")
+            _delete_unclaimed(file_id, stored)
+            return
+        except media.ConversionError as exc:
+            file_fail(file_id=file_id, reason=f"Conversion failed: {exc.message}")
+            _delete_unclaimed(file_id, stored)
+            return
+        except Exception as exc:
+            # Celery's SoftTimeLimitExceeded lands here too (ffmpeg is
+            # already killed), as does a storage that cannot take the outputs.
+            file_fail(file_id=file_id, reason=f"Conversion failed: {type(exc).__name__}")
+            _delete_unclaimed(file_id, stored)
+            raise
+    media_name, wav_name = stored
+
+    with transaction.atomic():
+        file = File.objects.select_for_update().filter(id=file_id).first()
+        if file is not None and file.state == File.State.PROCESSING:
+            original = file.original_name
+            File.objects.filter(id=file_id).update(
+                state=File.State.READY,
+                media_name=media_name,
+                wav_name=wav_name,
+                original_name="",
+                size_bytes=media_size,
+                error="",
+                converted_at=timezone.now(),
+            )
+            storage_delete_on_commit([original])
+            transaction.on_commit(lambda: file_ready.send(sender=File, file_id=file_id))
+            return
+    _delete_unclaimed(file_id, stored)
+
+
+def _delete_unclaimed(file_id: uuid.UUID, names: list[str]) -> None:
+    # The file was deleted meanwhile, or another run got there first: keep
+    # only what the row now names.
+    file = File.objects.filter(id=file_id).first()
+    kept = set(file_storage_names(file)) if file is not None else set()
+    storage_delete([name for name in names if name not in kept])
+
+
+# --------------------------------------------------------------------------
+# Rename and delete
+# --------------------------------------------------------------------------
+
+
+def file_rename(*, user: User, file_id: uuid.UUID, filename: object) -> tuple[File, str]:
+    """Rename one of the user's files; returns the file and its old name.
+
+    The new name is cleaned of folders and control characters, then must be
+    1-255 characters.
+    """
+    if not isinstance(filename, str):
+        raise ApplicationError(FILENAME_LENGTH_MESSAGE, 400)
+    cleaned = filename_clean(filename)
+    if not 1 <= len(cleaned) <= MAX_FILENAME_CHARS:
+        raise ApplicationError(FILENAME_LENGTH_MESSAGE, 400)
+    file = file_get_owned(user=user, file_id=file_id)
+    if file is None:
+        raise ApplicationError(NOT_FOUND_MESSAGE, 404)
+    old = file.filename
+    File.objects.filter(id=file.id).update(filename=cleaned)
+    file.filename = cleaned
+    return file, old
+
+
+def file_delete(*, user: User, file_id: uuid.UUID) -> File:
+    """Delete one of the user's files: its row, its transcriptions and every stored object.
+
+    Objects go once the deletion commits; a conversion still running notices
+    the row is gone and removes what it wrote.
+    """
+    with transaction.atomic():
+        file = File.objects.select_for_update().filter(id=file_id, owner=user).exclude(kind=File.Kind.IMAGE).first()
+        if file is None:
+            raise ApplicationError(NOT_FOUND_MESSAGE, 404)
+        names = file_storage_names(file)
+        file.delete()
+        # delete() clears the primary key; the answer still names the file.
+        file.id = file_id
+        storage_delete_on_commit(names)
+    return file
 
 
 def file_delete_all_for_user(*, user: User) -> None:
-    """Delete every file of ``user`` with its stored objects and transcriptions."""
+    """Delete every file of ``user`` (avatar included) with its stored objects and transcriptions."""
     names: list[str] = []
     for file in File.objects.filter(owner=user).only("original_name", "media_name", "wav_name"):
         names.extend(file_storage_names(file))
@@ -35,6 +364,106 @@ def file_delete_all_for_user(*, user: User) -> None:
     storage_delete_on_commit(names)
 
 
+# --------------------------------------------------------------------------
+# Avatars
+# --------------------------------------------------------------------------
+
+
+def _as_streamed(upload: UploadedFile) -> StreamedUpload:
+    """An upload that did not come through HashingUploadHandler, hashed onto disk the same way."""
+    if isinstance(upload, StreamedUpload):
+        return upload
+    from blake3 import blake3
+
+    hasher = blake3()
+    temp = tempfile.NamedTemporaryFile(prefix="upload-", suffix=".part", dir=worker_temp_dir())
+    size = 0
+    too_large = False
+    for chunk in upload.chunks():
+        size += len(chunk)
+        if size > settings.AVATAR_MAX_BYTES:
+            too_large = True
+            break
+        hasher.update(chunk)
+        temp.write(chunk)
+    temp.flush()
+    if too_large:
+        temp.close()
+    return StreamedUpload(
+        temp=None if too_large else temp,
+        name=upload.name or "avatar",
+        content_type=upload.content_type or "",
+        size=size,
+        charset=None,
+        content_type_extra=None,
+        digest=None if too_large else hasher.hexdigest(),
+        too_large=too_large,
+    )
+
+
+def avatar_validate(*, upload: UploadedFile) -> None:
+    """Check an avatar before anything is written: at most ``AVATAR_MAX_BYTES``, a real image."""
+    part = _as_streamed(upload)
+    if part.too_large or part.size > settings.AVATAR_MAX_BYTES:
+        raise ApplicationError(avatar_too_large_message(), 400)
+    if part.size == 0:
+        raise ApplicationError(AVATAR_NOT_IMAGE_MESSAGE, 400)
+    try:
+        probe_image(part.temporary_file_path())
+    except NotAnImage:
+        raise ApplicationError(AVATAR_NOT_IMAGE_MESSAGE, 400) from None
+
+
 def avatar_replace(*, user: User, upload: UploadedFile) -> File:
-    """Store ``upload`` as the user's avatar."""
-    raise ApplicationError("Avatar upload is not available yet", 400)
+    """Store ``upload`` as the user's avatar (a ready file of kind image) and delete the previous one."""
+    part = _as_streamed(upload)
+    avatar_validate(upload=part)
+    image = probe_image(part.temporary_file_path())
+    digest = part.blake3_hex
+    assert digest is not None
+
+    existing = File.objects.filter(owner=user, blake3=digest, kind=File.Kind.IMAGE).first()
+    stored_name = ""
+    if existing is None:
+        file_id = new_uuid7()
+        name = f"{object_prefix(owner_id=user.id, file_id=file_id)}/avatar{image.extension}"
+        stored_name = storage_put_upload(name=name, upload=part)
+    try:
+        with transaction.atomic():
+            # Lock the user: two avatar changes at once must not both keep
+            # the previous avatar as "not mine to delete".
+            locked = User.objects.select_for_update().get(pk=user.pk)
+            previous_id = locked.avatar_id
+            if existing is None:
+                avatar = File.objects.create(
+                    id=file_id,
+                    owner=user,
+                    filename=filename_for_upload(part.name),
+                    kind=File.Kind.IMAGE,
+                    content_type=image.content_type,
+                    blake3=digest,
+                    size_bytes=part.size,
+                    upload_size=part.size,
+                    duration=0.0,
+                    state=File.State.READY,
+                    media_name=stored_name,
+                    converted_at=timezone.now(),
+                )
+            else:
+                avatar = existing
+            User.objects.filter(pk=user.pk).update(avatar=avatar)
+            if previous_id is not None and previous_id != avatar.id:
+                previous = File.objects.filter(id=previous_id, owner=user).first()
+                if previous is not None:
+                    names = file_storage_names(previous)
+                    previous.delete()
+                    storage_delete_on_commit(names)
+    except IntegrityError:
+        # The same picture set twice at once: the other request stored it.
+        storage_delete([stored_name])
+        raise ApplicationError("Avatar changed concurrently; try again", 409) from None
+    except BaseException:
+        storage_delete([stored_name])
+        raise
+    user.avatar = avatar
+    return avatar

@@ -1,0 +1,97 @@
+"""``GET /file/:uuid``: the stored MP3/MP4 (or avatar image), streamed, with byte ranges."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from django.http import HttpResponse, StreamingHttpResponse
+
+from files.filenames import content_disposition, download_name
+from files.models import File
+from files.storage import storage_read, storage_size
+from whisper_site.errors import ApplicationError, plain_text_response
+
+ON_DISK_MESSAGE = "File not found on disk"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_EXTENSIONS = {"audio/mpeg": ".mp3", "video/mp4": ".mp4", "image/png": ".png", "image/jpeg": ".jpg",
+               "image/gif": ".gif", "image/webp": ".webp"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+class Unsatisfiable(Exception):
+    pass
+
+
+def byte_range(header: str | None, size: int) -> ByteRange | None:
+    """The one range ``header`` asks for within ``size`` bytes, or ``None`` for the whole file.
+
+    A header we do not understand, or one asking for several ranges, is
+    ignored (RFC 9110 lets a server answer 200 with everything). A range
+    that starts past the end raises :class:`Unsatisfiable`.
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise Unsatisfiable
+        return ByteRange(max(0, size - suffix), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None
+    if start >= size:
+        raise Unsatisfiable
+    return ByteRange(start, min(end, size - 1))
+
+
+def file_download_response(file: File, *, range_header: str | None, if_range: str | None, head: bool) -> HttpResponse:
+    """The response for downloading ``file``: 200, 206 or 416, never read whole into memory."""
+    if file.state != File.State.READY or not file.media_name:
+        # Still converting (or failed): there is nothing to serve yet.
+        raise ApplicationError(ON_DISK_MESSAGE, 404)
+    try:
+        size = storage_size(file.media_name)
+    except FileNotFoundError:
+        raise ApplicationError(ON_DISK_MESSAGE, 404) from None
+
+    # We send no validators, so a conditional range can never be known to
+    # match: RFC 9110 says send the whole file.
+    wanted = None
+    if not if_range:
+        try:
+            wanted = byte_range(range_header, size)
+        except Unsatisfiable:
+            return plain_text_response("Requested range not satisfiable", 416, {"Content-Range": f"bytes */{size}"})
+
+    start, length, status = (0, size, 200) if wanted is None else (wanted.start, wanted.length, 206)
+    if head:
+        response: HttpResponse = HttpResponse(status=status, content_type=file.content_type)
+    else:
+        response = StreamingHttpResponse(
+            storage_read(file.media_name, start=start, length=length), status=status, content_type=file.content_type
+        )
+    response["Content-Length"] = str(length)
+    if wanted is not None:
+        response["Content-Range"] = f"bytes {wanted.start}-{wanted.end}/{size}"
+    response["Accept-Ranges"] = "bytes"
+    extension = _EXTENSIONS.get(file.content_type, "")
+    response["Content-Disposition"] = content_disposition(download_name(file.filename, extension))
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,282 @@
+"""Streaming multipart parts to disk while hashing them.
+
+:class:`HashingUploadHandler` takes over Django's multipart parsing (through
+the ``handle_raw_input`` hook) with :mod:`files.multipart`'s reader. Each
+accepted part is written to a temporary file in ``FILE_UPLOAD_TEMP_DIR`` and
+the same bytes feed a BLAKE3 hasher, so the digest is ready when the last
+byte lands (one pass, no second read). A part that grows past its limit
+stops being written at that chunk: its temporary file is deleted at once and
+the rest of its bytes are received and dropped, so memory and disk use never
+depend on what the client sends.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from blake3 import blake3
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler
+from django.http import HttpRequest, QueryDict
+from django.utils.datastructures import MultiValueDict
+
+from files.multipart import BodySource, GunicornSocketSource, MultipartReader, PartHeaders, StreamSource
+from whisper_site.errors import ApplicationError
+
+# The receive buffer: bigger means fewer trips through Python per byte.
+# 4 MiB measured best for 1 GiB uploads (docs/files.md); one per request.
+UPLOAD_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+class StreamedUpload(UploadedFile):
+    """One part of a request: its temporary file, size and BLAKE3 digest.
+
+    ``too_large`` parts have no file: their bytes were dropped while they
+    streamed. The temporary file is deleted on ``close()`` (or moved into
+    storage by ``FileSystemStorage``, which is fine too).
+    """
+
+    def __init__(
+        self,
+        *,
+        temp: Any | None,
+        name: str,
+        content_type: str,
+        size: int,
+        charset: str | None,
+        content_type_extra: dict[str, Any] | None,
+        digest: str | None,
+        too_large: bool,
+    ) -> None:
+        super().__init__(temp, name, content_type, size, charset, content_type_extra)
+        self.blake3_hex = digest
+        self.too_large = too_large
+
+    def temporary_file_path(self) -> str:
+        if self.file is None:
+            raise FileNotFoundError("the part was dropped: it was too large")
+        return self.file.name
+
+    def close(self) -> None:
+        if self.file is None:
+            return
+        try:
+            self.file.close()
+        except FileNotFoundError:
+            # Already moved into storage, which is the point.
+            pass
+
+
+class _PartWriter:
+    """Receives one part's bytes: hash and write while under the limit, drop after."""
+
+    def __init__(self, *, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.too_large = False
+        self.hasher = blake3()
+        os.makedirs(settings.FILE_UPLOAD_TEMP_DIR, exist_ok=True)
+        # Unbuffered: writes are big slices of the receive buffer already.
+        self.temp: Any | None = tempfile.NamedTemporaryFile(
+            prefix="upload-", suffix=".part", dir=settings.FILE_UPLOAD_TEMP_DIR, buffering=0
+        )
+
+    def __call__(self, view: memoryview) -> None:
+        self.size += len(view)
+        if self.too_large:
+            return
+        if self.size > self.limit:
+            self.refuse()
+            return
+        self.hasher.update(view)
+        written = 0
+        while written < len(view):
+            written += self.temp.write(view[written:])
+
+    def refuse(self) -> None:
+        self.too_large = True
+        if self.temp is not None:
+            self.temp.close()
+            self.temp = None
+
+    def discard(self) -> None:
+        if self.temp is not None:
+            self.temp.close()
+            self.temp = None
+
+
+class HashingUploadHandler(FileUploadHandler):
+    """Parses a whole multipart body; parts named one of ``field_names`` become :class:`StreamedUpload`.
+
+    File parts with other names are received and dropped; plain fields land
+    in ``request.POST`` within Django's field limits. ``max_bytes`` bounds
+    each part: with ``too_large_message`` a part over it ends the request
+    with that 400 at once, otherwise the part is returned flagged
+    ``too_large`` and the next parts go on. More than ``max_files`` accepted
+    parts is a 400 with ``too_many_message``.
+    """
+
+    chunk_size = UPLOAD_BUFFER_BYTES
+
+    def __init__(
+        self,
+        request: Any = None,
+        *,
+        field_names: frozenset[str],
+        max_bytes: int,
+        max_files: int,
+        too_many_message: str,
+        too_large_message: str | None = None,
+    ) -> None:
+        super().__init__(request)
+        self.field_names = field_names
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self.too_many_message = too_many_message
+        self.too_large_message = too_large_message
+        self.parts: list[StreamedUpload] = []
+        self._writer: _PartWriter | None = None
+
+    def handle_raw_input(
+        self,
+        input_data: Any,
+        META: dict[str, Any],  # noqa: N803 (Django's name)
+        content_length: int,
+        boundary: bytes,
+        encoding: str | None = None,
+    ) -> tuple[QueryDict, MultiValueDict]:
+        source: BodySource = GunicornSocketSource.from_environ(META) or StreamSource(input_data, content_length)
+        reader = MultipartReader(source, boundary, UPLOAD_BUFFER_BYTES)
+        post = QueryDict(mutable=True)
+        files = MultiValueDict()
+        field_bytes = 0
+        field_count = 0
+        more = reader.skip_preamble()
+        while more:
+            headers = reader.read_headers()
+            if headers is None:
+                reader.stream_body(None)
+            elif headers.filename is not None:
+                if headers.filename and headers.name in self.field_names:
+                    files.appendlist(headers.name, self._receive_file(reader, headers))
+                else:
+                    # Not ours, or a browser's empty file input: dropped.
+                    reader.stream_body(None)
+            else:
+                field_count += 1
+                if field_count > settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:
+                    raise TooManyFieldsSent("The number of fields exceeded settings.DATA_UPLOAD_MAX_NUMBER_FIELDS.")
+                chunks: list[bytes] = []
+                reader.stream_body(lambda view: chunks.append(bytes(view)))
+                value = b"".join(chunks)
+                field_bytes += len(value)
+                if field_bytes > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+                    raise RequestDataTooBig("Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE.")
+                post.appendlist(headers.name, value.decode(headers.charset or encoding or "utf-8", "replace"))
+            more = reader.next_part()
+        reader.finish()
+        post._mutable = False
+        return post, files
+
+    def _receive_file(self, reader: MultipartReader, headers: PartHeaders) -> StreamedUpload:
+        if len(self.parts) >= self.max_files:
+            raise ApplicationError(self.too_many_message, 400)
+        writer = _PartWriter(limit=self.max_bytes)
+        self._writer = writer
+        try:
+            if self.too_large_message is not None:
+
+                def strict(view: memoryview) -> None:
+                    writer(view)
+                    if writer.too_large:
+                        raise ApplicationError(self.too_large_message or "", 400)
+
+                reader.stream_body(strict)
+            else:
+                reader.stream_body(writer)
+        except BaseException:
+            writer.discard()
+            raise
+        finally:
+            self._writer = None
+        part = StreamedUpload(
+            temp=writer.temp,
+            name=headers.filename or "",
+            content_type=headers.content_type,
+            size=writer.size,
+            charset=headers.charset,
+            content_type_extra=headers.content_type_extra,
+            digest=None if writer.too_large else writer.hasher.hexdigest(),
+            too_large=writer.too_large,
+        )
+        self.parts.append(part)
+        return part
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
+        # Never called: handle_raw_input parses the whole body.
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None
+
+    def cleanup(self) -> None:
+        """Delete every temporary file of this request (what storage took is gone already)."""
+        if self._writer is not None:
+            self._writer.discard()
+        for part in self.parts:
+            part.close()
+
+
+def request_body_length(request: HttpRequest) -> int:
+    try:
+        return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        raise ApplicationError("Invalid Content-Length", 400) from None
+
+
+# Multipart framing around each part: boundary lines and part headers.
+PART_OVERHEAD_BYTES = 64 * 1024
+
+
+def install_file_upload_handler(request: HttpRequest) -> HashingUploadHandler:
+    """Set up ``POST /file`` before its body is read: parts named ``file``, limits from settings."""
+    limit = settings.UPLOAD_MAX_FILES * (settings.UPLOAD_MAX_FILE_BYTES + PART_OVERHEAD_BYTES)
+    if request_body_length(request) > limit:
+        raise ApplicationError("Request body too large", 413)
+    handler = HashingUploadHandler(
+        request,
+        field_names=frozenset({"file"}),
+        max_bytes=settings.UPLOAD_MAX_FILE_BYTES,
+        max_files=settings.UPLOAD_MAX_FILES,
+        too_many_message=f"Too many files. Maximum is {settings.UPLOAD_MAX_FILES} per request",
+    )
+    request.upload_handlers = [handler]
+    return handler
+
+
+def avatar_too_large_message() -> str:
+    return f"Avatar file too large. Maximum size is {settings.AVATAR_MAX_BYTES / 1024 / 1024:g}MB"
+
+
+def install_avatar_upload_handler(request: HttpRequest) -> HashingUploadHandler:
+    """Set up ``PATCH /user/me`` before its body is read: one ``avatar`` part, refused past its limit.
+
+    Only multipart bodies carry files; for other bodies this does nothing
+    that matters.
+    """
+    if request_body_length(request) > settings.AVATAR_MAX_BYTES + PART_OVERHEAD_BYTES:
+        raise ApplicationError(avatar_too_large_message(), 400)
+    handler = HashingUploadHandler(
+        request,
+        field_names=frozenset({"avatar"}),
+        max_bytes=settings.AVATAR_MAX_BYTES,
+        max_files=1,
+        too_many_message="Only one avatar file may be uploaded",
+        too_large_message=avatar_too_large_message(),
+    )
+    request.upload_handlers = [handler]
+    return handler
