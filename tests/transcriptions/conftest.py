@@ -1,0 +1,100 @@
+"""Fixtures of the transcription tests: installed models, ready files, reference text."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import jiwer
+import pytest
+from django.conf import settings
+
+from accounts.models import User
+from files.media import convert_to_wav, ffmpeg_binary
+from files.models import File
+from files.storage import storage_put
+from transcriptions.engine import install_bundled_models
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+JFK_REFERENCE = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """WER after lower-casing and dropping punctuation."""
+
+    def normalise(text: str) -> str:
+        return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+    return float(jiwer.wer(normalise(reference), normalise(hypothesis)))
+
+
+def ffmpeg(*args: str) -> None:
+    """Run the bundled ffmpeg quietly; fail the test with its message."""
+    subprocess.run([ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def installed_models() -> Path:
+    """The bundled models in settings.MODELS_DIR, as `make run` installs them (idempotent)."""
+    assert install_bundled_models(settings.MODELS_DIR) == ["ggml-tiny.en", "ggml-base"]
+    return Path(settings.MODELS_DIR)
+
+
+@pytest.fixture(scope="session")
+def jfk_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/data/jfk.flac as the 16 kHz mono WAV the files app stores."""
+    path = tmp_path_factory.mktemp("wav") / "jfk.wav"
+    convert_to_wav(DATA_DIR / "jfk.flac", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def silence_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One second of silence: the cheapest real transcription (cost 1 at multiplier 1)."""
+    path = tmp_path_factory.mktemp("wav") / "silence.wav"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "1", "-c:a", "pcm_s16le", str(path))
+    return path
+
+
+MakeFile = Callable[..., File]
+
+
+@pytest.fixture
+def make_ready_file(installed_models: Path, jfk_wav: Path, tmp_path: Path) -> MakeFile:
+    """Create a converted file row, its WAV in storage, without the upload API (fast)."""
+    counter = iter(range(1_000_000))
+
+    def make(
+        owner: User,
+        *,
+        wav: Path | None = None,
+        duration: float = 11.0,
+        state: str = File.State.READY,
+        kind: str = File.Kind.AUDIO,
+        error: str = "",
+    ) -> File:
+        number = next(counter)
+        file = File(
+            owner=owner,
+            filename=f"clip{number}.mp3",
+            kind=kind,
+            content_type="audio/mpeg",
+            blake3=f"{number:064x}",
+            duration=duration,
+            state=state,
+            error=error,
+        )
+        if state == File.State.READY:
+            copy = tmp_path / f"upload{number}.wav"
+            shutil.copyfile(wav or jfk_wav, copy)
+            file.wav_name = storage_put(name=f"files/{owner.id.hex}/{file.id.hex}/audio.wav", path=copy)
+        file.save()
+        return file
+
+    return make

@@ -1,0 +1,37 @@
+"""Celery tasks of transcriptions: thin wrappers around services."""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import Task, shared_task
+from django.conf import settings
+
+from transcriptions import services
+
+
+# acks_late + reject_on_worker_lost: a message is only acknowledged once the batch is
+# finished, and a pool process killed mid-run (SIGKILL, out of memory) puts the message back
+# at once, so the batch is retaken by the same task id (see services: claims). Safe because
+# running a batch twice is harmless. The time limits are set per message from the audio's
+# duration (services.time_limits).
+@shared_task(
+    name="transcriptions.run_batch",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def transcription_run_batch_task(self: Task, batch_id: str) -> None:
+    """Transcribe one batch (all formats of one request) under this task's id as claim token."""
+    services.transcription_batch_run(batch_id=uuid.UUID(batch_id), claim_token=self.request.id)
+
+
+# Sent by Celery beat (settings.CELERY_BEAT_SCHEDULE). Acknowledged on receipt: a lost run
+# is simply replaced by the next one.
+@shared_task(name="transcriptions.requeue_stuck", ignore_result=True)
+def transcription_requeue_stuck_task(older_than: float | None = None) -> int:
+    """Queue again the jobs left behind by a lost worker or a lost queue."""
+    if older_than is None:
+        older_than = settings.TRANSCRIPTION_RECOVERY_AFTER_SECONDS
+    return services.transcription_requeue_stuck(older_than=older_than)
