@@ -89,9 +89,7 @@ def user_stats_annotate(queryset: QuerySet[User], *, now: dt.datetime | None = N
     """
     now = now or timezone.now()
     since = now - STATS_WINDOW
-    completed_recently = Transcription.objects.filter(
-        status=Transcription.Status.COMPLETED, created_at__gte=since
-    )
+    completed_recently = Transcription.objects.filter(status=Transcription.Status.COMPLETED, created_at__gte=since)
     uploads_recently = File.objects.filter(uploaded_at__gte=since).exclude(kind=File.Kind.IMAGE)
     active_sessions = UserSession.objects.filter(ended_at__isnull=True, created_at__gt=now - UserSession.lifetime())
     return queryset.annotate(

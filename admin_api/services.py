@@ -105,8 +105,7 @@ def user_tokens_grant(*, username: str, amount: int, expect_balance: int | None 
                 f"{user.username} has {user.token_balance} tokens, not {expect_balance}: nothing granted", 409
             )
         raise ApplicationError(
-            f"{user.username} has {user.token_balance} tokens: adding {amount} would exceed "
-            f"{TOKEN_BALANCE_MAX}",
+            f"{user.username} has {user.token_balance} tokens: adding {amount} would exceed {TOKEN_BALANCE_MAX}",
             400,
         )
     return user

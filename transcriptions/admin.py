@@ -109,6 +109,4 @@ class TranscriptionAdmin(admin.ModelAdmin):
                 count = len(ids)
             self.message_user(request, f"Re-queued {count} failed transcription(s).", messages.SUCCESS)
         if skipped:
-            self.message_user(
-                request, f"Skipped {skipped} transcription(s) that had not failed.", messages.WARNING
-            )
+            self.message_user(request, f"Skipped {skipped} transcription(s) that had not failed.", messages.WARNING)

@@ -215,9 +215,7 @@ def _populate(count: int) -> None:
         for index in range(count)
     )
     files = File.objects.bulk_create(
-        File(
-            owner=u, filename="a.mp3", kind="audio", content_type="audio/mpeg", blake3=f"{i:064x}", size_bytes=10
-        )
+        File(owner=u, filename="a.mp3", kind="audio", content_type="audio/mpeg", blake3=f"{i:064x}", size_bytes=10)
         for i, u in enumerate(users)
     )
     Transcription.objects.bulk_create(
@@ -350,7 +348,9 @@ def test_patch_rejects_bad_json(admin_client: APIClient, user: User, raw: str, m
     assert text(response) == message
 
 
-@pytest.mark.parametrize("value", ["nope", "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6", "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6g", "1" * 40])
+@pytest.mark.parametrize(
+    "value", ["nope", "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6", "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6g", "1" * 40]
+)
 def test_patch_invalid_uuid(admin_client: APIClient, value: str) -> None:
     response = admin_client.patch(f"/api/v1/admin/users/{value}", {"token_balance": 1}, format="json")
     assert response.status_code == 400

@@ -264,4 +264,3 @@ def test_large_table_paginator_estimates_only_unfiltered_postgres_lists(
 def test_user_statistics_for_a_new_user_form(operator: Client) -> None:
     # The add page has no statistics to show yet.
     assert operator.get("/admin/accounts/user/add/").status_code == 200
-
