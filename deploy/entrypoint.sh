@@ -27,7 +27,6 @@ case "$role" in
             --workers "${WEB_WORKERS:-2}" \
             --worker-class gthread --threads "${WEB_THREADS:-4}" \
             --timeout "${WEB_TIMEOUT:-120}" \
-            --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-*}" \
             --access-logfile - \
             "$@"
         ;;
