@@ -1,0 +1,229 @@
+"""End-to-end fixtures: a real Celery worker process on the real Redis, sharing the test database.
+
+The worker is started once per session with the test database (the SQLite file or the
+PostgreSQL database pytest-django created), a media folder shared with this process, a
+dedicated Redis database (never db 0, where a developer's `make run` may listen) and a queue
+of its own. While these tests run, this process sends its tasks there instead of running
+them eagerly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from rest_framework.test import APIClient
+
+from whisper_site.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parents[3]
+E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/15")
+WORKER_START_SECONDS = 90.0
+
+
+def database_url() -> str:
+    """The test database as a DATABASE_URL for the worker's settings."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    credentials = db["USER"] or ""
+    if db.get("PASSWORD"):
+        credentials += f":{db['PASSWORD']}"
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{credentials}@{host}:{port}/{db['NAME']}"
+
+
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Celery's pool processes of a worker's main process)."""
+    children: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: fields follow the last ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+@dataclass
+class Worker:
+    """A Celery worker subprocess and its log."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _offset: int = field(default=0)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = WORKER_START_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            if " ready." in self.log():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready after {timeout} s:\n{self.log()[-4000:]}")
+
+    def pool_pids(self) -> list[int]:
+        return child_pids(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # warm shutdown: finish the task in hand
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@dataclass(frozen=True)
+class E2E:
+    """What the e2e tests share: the queue, the media folder, and a way to start workers."""
+
+    queue: str
+    media_root: Path
+    worker: Worker
+    start_worker: Callable[..., Worker]
+
+
+@pytest.fixture(scope="session")
+def e2e(
+    django_db_setup: None,
+    django_db_blocker: Any,
+    installed_models: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[E2E]:
+    """Start the session's worker (concurrency 1) and point this process's Celery at it."""
+    client = redis.Redis.from_url(E2E_REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"end-to-end tests need Redis at {E2E_REDIS_URL}: {exc}")
+    queue = f"e2e-transcriptions-{uuid.uuid4().hex[:12]}"
+    base = tmp_path_factory.mktemp("e2e")
+    media_root = base / "media"
+    media_root.mkdir()
+    with django_db_blocker.unblock():
+        db_url = database_url()
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "MEDIA_ROOT": str(media_root),
+        "MODELS_DIR": str(installed_models),
+        "CELERY_BROKER_URL": E2E_REDIS_URL,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "TRANSCRIPTION_QUEUE": queue,
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    workers: list[Worker] = []
+
+    def start_worker(concurrency: int = 1, name: str = "worker") -> Worker:
+        log_path = base / f"{name}-{len(workers)}.log"
+        log = log_path.open("wb")
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "whisper_site", "worker",
+                "--pool", "prefork", "--concurrency", str(concurrency),
+                "-Q", queue, "-n", f"{name}{len(workers)}-{queue}@%h",
+                "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+            ],  # fmt: skip
+            cwd=ROOT,
+            env={**env, "CELERY_WORKER_CONCURRENCY": str(concurrency)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        started = Worker(process=process, log_path=log_path)
+        workers.append(started)
+        started.wait_ready()
+        return started
+
+    previous = {
+        key: celery_app.conf.get(key)
+        for key in ("CELERY_BROKER_URL", "CELERY_TASK_DEFAULT_QUEUE", "CELERY_TASK_ALWAYS_EAGER")
+    }
+    try:
+        main = start_worker()
+        celery_app.conf.CELERY_BROKER_URL = E2E_REDIS_URL
+        celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
+        _forget_connections()
+        yield E2E(queue=queue, media_root=media_root, worker=main, start_worker=start_worker)
+    finally:
+        for started in workers:
+            started.stop()
+        for key, value in previous.items():
+            setattr(celery_app.conf, key, value)
+        _forget_connections()
+        client.delete(queue)
+        client.close()
+
+
+def _forget_connections() -> None:
+    # Celery caches the broker connection pool and the queue declarations built from the
+    # configuration at first use: drop them so that the new broker and queue apply.
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+        celery_app._pool = None
+    celery_app.__dict__.pop("amqp", None)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media(e2e: E2E, settings: Any) -> Iterator[None]:
+    """Overrides the per-test media folder: the worker must see what this process stores."""
+    settings.MEDIA_ROOT = str(e2e.media_root)
+    settings.TRANSCRIPTION_QUEUE = e2e.queue
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery(e2e: E2E) -> Iterator[None]:
+    """Overrides the eager default: tasks go to the real worker."""
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = False
+    yield
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 120.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def upload(client: APIClient, path: Path) -> str:
+    """``POST /file`` one file; returns its uuid."""
+    with path.open("rb") as handle:
+        response = client.post("/api/v1/file", {"file": handle}, format="multipart")
+    assert response.status_code == 200, response.content
+    row = response.json()["files"][0]
+    assert row["status"]["uploaded"] or row["status"]["existed"], row
+    return row["uuid"]
