@@ -149,7 +149,9 @@ def main() -> None:
             [sys.executable, "-m", "gunicorn", "whisper_site.wsgi:application", "--bind", f"127.0.0.1:{port}",
              "--workers", "1", "--worker-class", "gthread", "--threads", "4", "--timeout", "600",
              "--log-level", "warning"],
-            cwd=ROOT, env=env, start_new_session=True,
+            # Run from the temporary folder: the filesystem broker writes a
+            # "control" folder into the working directory.
+            cwd=work, env={**env, "PYTHONPATH": str(ROOT)}, start_new_session=True,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}/api/v1"
         for _ in range(100):
@@ -217,14 +219,20 @@ def main() -> None:
 
         cp_rate = size / MIB / statistics.median(cp_times)
         upload_rate = size / MIB / statistics.median(upload_times)
-        print(f"cp:     median {statistics.median(cp_times):6.2f} s  {cp_rate:8.1f} MiB/s   "
-              f"(rounds: {', '.join(f'{t:.2f}' for t in cp_times)} s)")
-        print(f"upload: median {statistics.median(upload_times):6.2f} s  {upload_rate:8.1f} MiB/s   "
-              f"(rounds: {', '.join(f'{t:.2f}' for t in upload_times)} s; POST /file, curl -F, gunicorn gthread)")
+        print(
+            f"cp:     median {statistics.median(cp_times):6.2f} s  {cp_rate:8.1f} MiB/s   "
+            f"(rounds: {', '.join(f'{t:.2f}' for t in cp_times)} s)"
+        )
+        print(
+            f"upload: median {statistics.median(upload_times):6.2f} s  {upload_rate:8.1f} MiB/s   "
+            f"(rounds: {', '.join(f'{t:.2f}' for t in upload_times)} s; POST /file, curl -F, gunicorn gthread)"
+        )
         print(f"ratio upload/cp: {upload_rate / cp_rate:.2f}  (target >= 0.50)")
-        print(f"worker RSS: {baseline / 1024:.1f} MiB before, peak {peak / 1024:.1f} MiB sampled every 20 ms "
-              f"(VmHWM {high_water / 1024:.1f} MiB): growth {(max(peak, high_water) - baseline) / 1024:.1f} MiB "
-              f"(target < 64)")
+        print(
+            f"worker RSS: {baseline / 1024:.1f} MiB before, peak {peak / 1024:.1f} MiB sampled every 20 ms "
+            f"(VmHWM {high_water / 1024:.1f} MiB): growth {(max(peak, high_water) - baseline) / 1024:.1f} MiB "
+            f"(target < 64)"
+        )
     finally:
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)

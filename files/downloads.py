@@ -53,8 +53,13 @@ def byte_range(header: str | None, size: int) -> ByteRange | None:
             raise Unsatisfiable
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
+    if not last:
+        if start >= size:
+            raise Unsatisfiable
+        return ByteRange(start, size - 1)
+    end = int(last)
     if end < start:
+        # "bytes=5-1" is invalid syntax, which RFC 9110 says to ignore.
         return None
     if start >= size:
         raise Unsatisfiable

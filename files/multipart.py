@@ -220,12 +220,12 @@ class MultipartReader:
             self._start += 2
         else:
             while True:
-                index = self._buffer.find(b"\r\n\r\n", self._start, self._end)
+                index = self._buffer.find(b"\r\n\r\n", self._start, min(self._end, self._start + MAX_PART_HEADER_BYTES))
                 if index >= 0:
                     block = bytes(self._buffer[self._start : index])
                     self._start = index + 4
                     break
-                if self._available() > MAX_PART_HEADER_BYTES:
+                if self._available() >= MAX_PART_HEADER_BYTES:
                     raise MultiPartParserError("Multipart part headers too long")
                 if not self._fill(self._available() + 4096) and self._eof:
                     raise MultiPartParserError("Truncated multipart body")

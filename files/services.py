@@ -376,7 +376,8 @@ def _as_streamed(upload: UploadedFile) -> StreamedUpload:
     from blake3 import blake3
 
     hasher = blake3()
-    temp = tempfile.NamedTemporaryFile(prefix="upload-", suffix=".part", dir=worker_temp_dir())
+    # Handed to the StreamedUpload, which deletes it when closed.
+    temp = tempfile.NamedTemporaryFile(prefix="upload-", suffix=".part", dir=worker_temp_dir())  # noqa: SIM115
     size = 0
     too_large = False
     for chunk in upload.chunks():

@@ -43,7 +43,7 @@ class LocalFile(DjangoFile):
     """
 
     def __init__(self, path: Path) -> None:
-        super().__init__(open(path, "rb"), name=path.name)
+        super().__init__(open(path, "rb"), name=path.name)  # noqa: SIM115 (closed with this File)
         self._path = path
 
     def temporary_file_path(self) -> str:

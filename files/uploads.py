@@ -81,7 +81,8 @@ class _PartWriter:
         self.hasher = blake3()
         os.makedirs(settings.FILE_UPLOAD_TEMP_DIR, exist_ok=True)
         # Unbuffered: writes are big slices of the receive buffer already.
-        self.temp: Any | None = tempfile.NamedTemporaryFile(
+        # Lives past this call: closed (deleting it) by the part or by cleanup().
+        self.temp: Any | None = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="upload-", suffix=".part", dir=settings.FILE_UPLOAD_TEMP_DIR, buffering=0
         )
 
@@ -144,7 +145,7 @@ class HashingUploadHandler(FileUploadHandler):
     def handle_raw_input(
         self,
         input_data: Any,
-        META: dict[str, Any],  # noqa: N803 (Django's name)
+        META: dict[str, Any],
         content_length: int,
         boundary: bytes,
         encoding: str | None = None,
@@ -153,6 +154,16 @@ class HashingUploadHandler(FileUploadHandler):
         reader = MultipartReader(source, boundary, UPLOAD_BUFFER_BYTES)
         post = QueryDict(mutable=True)
         files = MultiValueDict()
+        try:
+            self._parse(reader, post, files, encoding)
+        except BaseException:
+            # Nothing of a refused request stays on disk, whoever catches this.
+            self.cleanup()
+            raise
+        post._mutable = False
+        return post, files
+
+    def _parse(self, reader: MultipartReader, post: QueryDict, files: MultiValueDict, encoding: str | None) -> None:
         field_bytes = 0
         field_count = 0
         more = reader.skip_preamble()
@@ -171,16 +182,19 @@ class HashingUploadHandler(FileUploadHandler):
                 if field_count > settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:
                     raise TooManyFieldsSent("The number of fields exceeded settings.DATA_UPLOAD_MAX_NUMBER_FIELDS.")
                 chunks: list[bytes] = []
-                reader.stream_body(lambda view: chunks.append(bytes(view)))
-                value = b"".join(chunks)
-                field_bytes += len(value)
-                if field_bytes > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-                    raise RequestDataTooBig("Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE.")
-                post.appendlist(headers.name, value.decode(headers.charset or encoding or "utf-8", "replace"))
+
+                def keep(view: memoryview, chunks: list[bytes] = chunks) -> None:
+                    # Bounded as it arrives: plain fields are held in memory.
+                    nonlocal field_bytes
+                    field_bytes += len(view)
+                    if field_bytes > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+                        raise RequestDataTooBig("Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE.")
+                    chunks.append(bytes(view))
+
+                reader.stream_body(keep)
+                post.appendlist(headers.name, _decode(b"".join(chunks), headers.charset or encoding))
             more = reader.next_part()
         reader.finish()
-        post._mutable = False
-        return post, files
 
     def _receive_file(self, reader: MultipartReader, headers: PartHeaders) -> StreamedUpload:
         if len(self.parts) >= self.max_files:
@@ -231,6 +245,13 @@ class HashingUploadHandler(FileUploadHandler):
             part.close()
 
 
+def _decode(value: bytes, charset: str | None) -> str:
+    try:
+        return value.decode(charset or "utf-8", "replace")
+    except LookupError:
+        return value.decode("utf-8", "replace")
+
+
 def request_body_length(request: HttpRequest) -> int:
     try:
         return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
@@ -259,7 +280,15 @@ def install_file_upload_handler(request: HttpRequest) -> HashingUploadHandler:
 
 
 def avatar_too_large_message() -> str:
-    return f"Avatar file too large. Maximum size is {settings.AVATAR_MAX_BYTES / 1024 / 1024:g}MB"
+    """The reference's message, "... Maximum size is 10MB", for whatever the limit is set to."""
+    limit = settings.AVATAR_MAX_BYTES
+    if limit % (1024 * 1024) == 0:
+        size = f"{limit // (1024 * 1024)}MB"
+    elif limit >= 1024 * 1024:
+        size = f"{limit / 1024 / 1024:.1f}MB"
+    else:
+        size = f"{round(limit / 1024)}KB"
+    return f"Avatar file too large. Maximum size is {size}"
 
 
 def install_avatar_upload_handler(request: HttpRequest) -> HashingUploadHandler:

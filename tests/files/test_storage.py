@@ -42,8 +42,15 @@ def test_missing_objects_raise_file_not_found() -> None:
 
 def test_wav_local_path_is_the_stored_object(user: User) -> None:
     default_storage.save("files/w/audio.wav", ContentFile(b"RIFF...."))
-    file = File.objects.create(owner=user, filename="a.mp3", kind="audio", content_type="audio/mpeg",
-                               blake3="0" * 64, wav_name="files/w/audio.wav", state=File.State.READY)
+    file = File.objects.create(
+        owner=user,
+        filename="a.mp3",
+        kind="audio",
+        content_type="audio/mpeg",
+        blake3="0" * 64,
+        wav_name="files/w/audio.wav",
+        state=File.State.READY,
+    )
     with file_wav_local_path(file) as path:
         assert path.read_bytes() == b"RIFF...."
     file.wav_name = ""

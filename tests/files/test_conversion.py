@@ -1,0 +1,185 @@
+"""The conversion task: outputs, failures, reruns, deletes meanwhile, signals, the WAV accessor."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from files import services
+from files.models import File
+from files.selectors import file_wav_local_path
+from files.signals import file_failed, file_ready
+from files.tasks import file_convert_task
+from tests.files.conftest import HOTWORDS, JFK, stored_files
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def signals() -> Iterator[list[tuple[str, Any]]]:
+    received: list[tuple[str, Any]] = []
+
+    def ready(sender: Any, file_id: Any, **kwargs: Any) -> None:
+        received.append(("ready", file_id))
+
+    def failed(sender: Any, file_id: Any, **kwargs: Any) -> None:
+        received.append(("failed", file_id))
+
+    file_ready.connect(ready, dispatch_uid="test-ready")
+    file_failed.connect(failed, dispatch_uid="test-failed")
+    yield received
+    file_ready.disconnect(dispatch_uid="test-ready")
+    file_failed.disconnect(dispatch_uid="test-failed")
+
+
+def upload_unconverted(client: APIClient, path: Path) -> File:
+    """Upload without running what the upload queued: the file stays processing."""
+    response = client.post(
+        "/api/v1/file", {"file": [SimpleUploadedFile(path.name, path.read_bytes())]}, format="multipart"
+    )
+    return File.objects.get(id=response.json()["files"][0]["uuid"])
+
+
+def run_task(file: File, capture: Any) -> None:
+    with capture(execute=True):
+        file_convert_task.apply(args=[file.id.hex]).get()
+
+
+def test_the_original_is_kept_until_converted_then_deleted(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, signals: list
+) -> None:
+    file = upload_unconverted(client_key, JFK)
+    assert file.state == "processing" and file.original_name
+    assert stored_files(media_root) == [file.original_name]
+    assert (media_root / file.original_name).read_bytes() == JFK.read_bytes()
+    run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    assert (file.state, file.original_name, file.error) == ("ready", "", "")
+    assert file.converted_at is not None
+    assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
+    assert signals == [("ready", file.id)]
+
+
+def test_a_failed_conversion_says_why_and_keeps_nothing(
+    client_key: APIClient,
+    media_root: Path,
+    django_capture_on_commit_callbacks: Any,
+    signals: list,
+    upload_temp_dir: Path,
+) -> None:
+    file = upload_unconverted(client_key, JFK)
+    # The stored original goes bad between upload and conversion.
+    (media_root / file.original_name).write_bytes(os.urandom(50_000))
+    run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    assert file.state == "failed"
+    assert file.error.startswith("Conversion failed: ffmpeg failed: ")
+    assert (file.original_name, file.media_name, file.wav_name) == ("", "", "")
+    assert stored_files(media_root) == []
+    assert list(upload_temp_dir.iterdir()) == []
+    assert signals == [("failed", file.id)]
+    row = client_key.get("/api/v1/file").json()["files"][0]
+    assert (row["status"], row["error"]) == ("failed", file.error)
+    assert client_key.get(f"/api/v1/file/{file.id.hex}").status_code == 404
+
+
+def test_a_lost_original_fails_the_file(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    file = upload_unconverted(client_key, HOTWORDS)
+    (media_root / file.original_name).unlink()
+    run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    assert (file.state, file.error) == ("failed", "Conversion failed: the uploaded file is missing from storage")
+
+
+def test_running_the_task_twice_is_harmless(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, signals: list
+) -> None:
+    file = upload_unconverted(client_key, HOTWORDS)
+    run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    first = (file.media_name, file.wav_name, file.size_bytes, file.converted_at)
+    objects = stored_files(media_root)
+    run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    assert (file.media_name, file.wav_name, file.size_bytes, file.converted_at) == first
+    assert stored_files(media_root) == objects
+    assert signals == [("ready", file.id)]
+
+
+def test_a_second_run_before_the_first_finished_writes_the_same_names(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Two deliveries of the same message: the second starts while the file
+    # still reads processing and its outputs already exist under their names.
+    file = upload_unconverted(client_key, HOTWORDS)
+    original = (media_root / file.original_name).read_bytes()
+    run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    kept = stored_files(media_root)
+    restored = file.original_name or f"files/{file.owner_id.hex}/{file.id.hex}/upload-again"
+    (media_root / restored).write_bytes(original)
+    File.objects.filter(id=file.id).update(state="processing", original_name=restored)
+    run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    assert file.state == "ready"
+    assert stored_files(media_root) == kept
+
+
+def test_a_file_deleted_while_converting_leaves_nothing(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = upload_unconverted(client_key, HOTWORDS)
+    convert = services._convert_outputs
+
+    def convert_then_delete(*args: Any) -> Any:
+        outputs = convert(*args)
+        # The user deletes the file while ffmpeg runs.
+        with django_capture_on_commit_callbacks(execute=True):
+            assert client_key.delete(f"/api/v1/file/{file.id.hex}").status_code == 200
+        return outputs
+
+    monkeypatch.setattr(services, "_convert_outputs", convert_then_delete)
+    run_task(file, django_capture_on_commit_callbacks)
+    assert not File.objects.exists()
+    assert stored_files(media_root) == []
+
+
+def test_a_deleted_file_is_not_converted(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    file = upload_unconverted(client_key, HOTWORDS)
+    with django_capture_on_commit_callbacks(execute=True):
+        client_key.delete(f"/api/v1/file/{file.id.hex}")
+    run_task(file, django_capture_on_commit_callbacks)
+    assert stored_files(media_root) == []
+
+
+def test_time_limits_scale_with_duration() -> None:
+    assert services.convert_time_limits(kind="audio", duration=100) == (220, 280)
+    assert services.convert_time_limits(kind="video", duration=100) == (520, 580)
+
+
+def test_the_wav_accessor_gives_a_readable_16k_mono_wav(
+    client_key: APIClient, django_capture_on_commit_callbacks: Any
+) -> None:
+    file = upload_unconverted(client_key, JFK)
+    with pytest.raises(FileNotFoundError), file_wav_local_path(file):
+        pass
+    run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    with file_wav_local_path(file) as path, av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert (stream.codec_context.name, stream.codec_context.sample_rate, stream.codec_context.channels) == (
+            "pcm_s16le",
+            16000,
+            1,
+        )
