@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.models import ApiKey, User, UserSession
+from files.uploads import install_avatar_upload_handler
 from whisper_site.errors import ApplicationError, plain_text_response
 from whisper_site.identifiers import parse_uuid
 from whisper_site.request_body import body_object
@@ -143,6 +144,8 @@ class UserViewSet(viewsets.ViewSet):
         return Response(user_body(request.user))
 
     def update_me(self, request: Request) -> Response:
+        # Before the body is read: the avatar part streams to disk, bounded as it comes.
+        install_avatar_upload_handler(request)
         data = body_object(request)
         change = services.ProfileChange()
         for name in ("username", "password", "old_password"):

@@ -139,7 +139,7 @@ def user_update(*, user: User, change: ProfileChange, current_session: UserSessi
     Everything is validated before anything is written. A password change ends
     the user's other sessions (the one making the change stays open).
     """
-    from files.services import avatar_replace  # files depends on accounts, not the reverse
+    from files.services import avatar_replace, avatar_validate  # files depends on accounts, not the reverse
 
     updated: list[str] = []
     if change.username is None and change.password is None and change.avatar is None:
@@ -154,6 +154,8 @@ def user_update(*, user: User, change: ProfileChange, current_session: UserSessi
         password_validate(password=change.password)
         if not user.check_password(change.old_password):
             raise ApplicationError("Incorrect old password", 401)
+    if change.avatar is not None:
+        avatar_validate(upload=change.avatar)
 
     with transaction.atomic():
         if change.username is not None:
