@@ -165,10 +165,13 @@ def schema_from_example(example: Any) -> dict[str, Any]:
     }
 
 
-def _mark_nullable(schema: dict[str, Any], names: set[str]) -> dict[str, Any]:
+def _mark_nullable(schema: dict[str, Any], names: dict[str, str | None]) -> dict[str, Any]:
+    """Mark the named properties nullable, giving a type where the example's null could not."""
     for name, prop in schema.get("properties", {}).items():
         if name in names:
             prop["nullable"] = True
+            if names[name]:
+                prop["type"] = names[name]
         _mark_nullable(prop, names)
     if "items" in schema:
         _mark_nullable(schema["items"], names)
@@ -177,13 +180,27 @@ def _mark_nullable(schema: dict[str, Any], names: set[str]) -> dict[str, Any]:
     return schema
 
 
+def _nullable_names(spec: dict[str, Any]) -> dict[str, str | None]:
+    # `nullable: [a, b]`, or `nullable: {a: string}` where the example only shows null.
+    names = spec.get("nullable", [])
+    return dict(names) if isinstance(names, dict) else dict.fromkeys(names)
+
+
 def _json_content(spec: dict[str, Any]) -> dict[str, Any]:
     schema = spec.get("schema") or schema_from_example(spec["example"])
-    _mark_nullable(schema, set(spec.get("nullable", [])))
+    _mark_nullable(schema, _nullable_names(spec))
     content: dict[str, Any] = {"schema": schema}
     if "example" in spec:
         content["example"] = spec["example"]
     return {"application/json": content}
+
+
+def _one_of_option(example: dict[str, Any]) -> dict[str, Any]:
+    # The first key of each shape is the one that tells them apart ("uuid" of one
+    # job, "transcriptions" of a file's jobs): requiring it makes exactly one match.
+    schema = schema_from_example(example)
+    schema["required"] = [next(iter(example))]
+    return schema
 
 
 def _request_body(spec: dict[str, Any]) -> dict[str, Any]:
@@ -256,8 +273,8 @@ def _apply(operation: dict[str, Any], spec: dict[str, Any]) -> None:
             entry["content"] = {
                 "application/json": {
                     "schema": _mark_nullable(
-                        {"oneOf": [schema_from_example(value) for value in response["one_of"].values()]},
-                        set(response.get("nullable", [])),
+                        {"oneOf": [_one_of_option(value) for value in response["one_of"].values()]},
+                        _nullable_names(response),
                     ),
                     "examples": {name: {"value": value} for name, value in response["one_of"].items()},
                 }

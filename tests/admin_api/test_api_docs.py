@@ -186,3 +186,53 @@ def test_account_responses_conform_to_the_schema(schema: dict[str, Any], anon: A
     checks.append(("post", "/api/v1/user/logout", client.post("/api/v1/user/logout").json()))
     for method, path, body in checks:
         conforms(body, response_schema(schema, method, path), schema, f"{method.upper()} {path}")
+
+
+def test_file_and_transcription_responses_conform_to_the_schema(
+    schema: dict[str, Any], client_key: APIClient, anon: APIClient, django_capture_on_commit_callbacks
+) -> None:
+    """The whole journey of the reference's examples, each answer checked against the document."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    paths = schema["paths"]
+    if "/api/v1/transcribe" not in paths or "/api/v1/file" not in paths:
+        pytest.skip("the files and transcriptions routes are not there yet")
+    engine = pytest.importorskip("transcriptions.engine")
+    engine.install_bundled_models(settings.MODELS_DIR)
+    file_item = next(p for p in paths if p.startswith("/api/v1/file/{"))
+    job_item = next(p for p in paths if p.startswith("/api/v1/transcribe/{"))
+
+    def check(method: str, path: str, response: Any) -> Any:
+        assert response.status_code == 200, (method, path, response.content[:300])
+        body = response.json()
+        conforms(body, response_schema(schema, method, path), schema, f"{method.upper()} {path}")
+        return body
+
+    audio = Path(__file__).resolve().parents[1] / "data" / "jfk.flac"
+    # Conversion and inference run in-process (eager Celery) once the request commits.
+    with django_capture_on_commit_callbacks(execute=True), audio.open("rb") as upload:
+        uploaded = check("post", "/api/v1/file", client_key.post("/api/v1/file", {"file": upload}, format="multipart"))
+    file_id = uploaded["files"][0]["uuid"]
+    check("get", "/api/v1/file", client_key.get("/api/v1/file"))
+    renamed = client_key.patch(f"/api/v1/file/{file_id}", {"filename": "speech.flac"}, format="json")
+    check("patch", file_item, renamed)
+    download = anon.get(f"/api/v1/file/{file_id}")
+    assert download.status_code == 200
+    assert download["Content-Type"] in paths[file_item]["get"]["responses"]["200"]["content"]
+    check("get", "/api/v1/model", client_key.get("/api/v1/model"))
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = client_key.post(
+            "/api/v1/transcribe",
+            {"uuid": file_id, "model": "ggml-tiny.en", "format": ["verbose_json", "srt"]},
+            format="json",
+        )
+    queued = check("post", "/api/v1/transcribe", queued)
+    job_id = queued["transcriptions"][0]["uuid"]
+    single = check("get", job_item, anon.get(f"/api/v1/transcribe/{job_id}"))
+    assert single["status"] == "completed", single
+    by_file = check("get", job_item, anon.get(f"/api/v1/transcribe/{file_id}"))
+    assert len(by_file["transcriptions"]) == 2
+    check("delete", job_item, client_key.delete(f"/api/v1/transcribe/{job_id}"))
+    check("delete", file_item, client_key.delete(f"/api/v1/file/{file_id}"))
