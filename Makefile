@@ -8,7 +8,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-sqlite test-postgres lint clean
+.PHONY: install browser run test test-sqlite test-postgres clean
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,17 +18,24 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
+# Debian's Chromium for the admin-site browser test; without it (not root, no
+# apt) that one test skips and says why.
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "chromium not installed: tests/admin_api/test_admin_site_browser.py will skip"
+
 run: install
 	$(PY) manage.py serve --port $(PORT)
 
 # The whole suite on the embedded default (SQLite), then on PostgreSQL.
 test: test-sqlite test-postgres
 
-test-sqlite: install
+test-sqlite: install browser
 	@echo "== test suite on SQLite =="
 	DATABASE_URL= $(PY) -m pytest $(PYTEST_ARGS)
 
-test-postgres: install
+test-postgres: install browser
 	@echo "== test suite on PostgreSQL ($(TEST_DATABASE_URL)) =="
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(PYTEST_ARGS)
 
