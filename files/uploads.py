@@ -245,6 +245,24 @@ class HashingUploadHandler(FileUploadHandler):
             part.close()
 
 
+class NoFilesUploadHandler(FileUploadHandler):
+    """For ``FILE_UPLOAD_HANDLERS``: a file part where no view installed a handler is refused.
+
+    Django's default handlers write any file part of any multipart request to
+    disk, whatever its size, before the view sees it; only the views that take
+    files (``POST /file``, ``PATCH /user/me``) install their own bounded handler.
+    """
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        raise RequestDataTooBig("File parts are not accepted here.")
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
+        return None
+
+    def file_complete(self, file_size: int) -> None:
+        return None
+
+
 def _decode(value: bytes, charset: str | None) -> str:
     try:
         return value.decode(charset or "utf-8", "replace")

@@ -588,3 +588,27 @@ def test_deleting_the_account_removes_its_stored_objects(
     assert response.status_code == 200
     left = stored_files(media_root)
     assert len(left) == 2 and all(keeper.id.hex in name for name in left)
+
+
+def test_with_no_files_handler_other_endpoints_refuse_file_parts(
+    anon: APIClient, settings: Any, upload_temp_dir: Path
+) -> None:
+    # What FILE_UPLOAD_HANDLERS = ["files.uploads.NoFilesUploadHandler"] does.
+    settings.FILE_UPLOAD_HANDLERS = ["files.uploads.NoFilesUploadHandler"]
+    body, content_type = raw_multipart(
+        [
+            (b'Content-Disposition: form-data; name="username"', b"alice"),
+            (b'Content-Disposition: form-data; name="junk"; filename="big.bin"', b"x" * 100_000),
+        ]
+    )
+    response = anon.generic("POST", "/api/v1/user/login", body, content_type=content_type)
+    assert response.status_code == 413
+    assert text(response) == "Request body too large"
+    assert list(upload_temp_dir.iterdir()) == []
+
+
+def test_with_no_files_handler_the_file_endpoints_still_take_files(
+    client_key: APIClient, upload: Upload, settings: Any
+) -> None:
+    settings.FILE_UPLOAD_HANDLERS = ["files.uploads.NoFilesUploadHandler"]
+    assert upload(client_key, HOTWORDS).json()["files"][0]["status"]["uploaded"] is True
