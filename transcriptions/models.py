@@ -39,7 +39,14 @@ class Transcription(models.Model):
     detected_language = models.CharField(max_length=16, blank=True)
     audio_seconds = models.BigIntegerField(default=0)
     cost = models.BigIntegerField(default=0, help_text="Tokens charged (0 once refunded).")
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker claimed it.")
+    # The Celery task id of the worker holding the job while it is processing:
+    # only that task may complete or fail it, and a redelivery of the same task
+    # (its worker was killed) may take it again. Empty while pending.
+    claim_token = models.CharField(max_length=64, blank=True, default="")
+    # When the last queue message for the job was sent: the recovery re-sends
+    # for pending jobs whose message is older than its threshold (lost queue).
+    queued_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)

@@ -321,3 +321,28 @@ if importlib.util.find_spec("drf_spectacular_sidecar") is not None:
     SPECTACULAR_SETTINGS["SWAGGER_UI_DIST"] = "SIDECAR"
     SPECTACULAR_SETTINGS["SWAGGER_UI_FAVICON_HREF"] = "SIDECAR"
     SPECTACULAR_SETTINGS["REDOC_DIST"] = "SIDECAR"
+
+# --- Transcription jobs (transcriptions) -------------------------------------
+# Queues: transcription messages go to TRANSCRIPTION_QUEUE (the default queue
+# unless set), so that operators can give GPU workers their own queue (-Q).
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+TRANSCRIPTION_QUEUE = env_str("TRANSCRIPTION_QUEUE", CELERY_TASK_DEFAULT_QUEUE)
+# Time limits of one inference run: soft = base + factor x audio seconds, hard =
+# soft + 60 s, both kept below CELERY_VISIBILITY_TIMEOUT (docs/transcription.md).
+TRANSCRIPTION_TIME_LIMIT_BASE_SECONDS = env_int("TRANSCRIPTION_TIME_LIMIT_BASE_SECONDS", 120, minimum=1)
+TRANSCRIPTION_TIME_LIMIT_PER_AUDIO_SECOND = env_float("TRANSCRIPTION_TIME_LIMIT_PER_AUDIO_SECOND", 3.0, minimum=0.01)
+# A job whose worker died this many times fails (and is refunded) instead of running again.
+TRANSCRIPTION_MAX_ATTEMPTS = env_int("TRANSCRIPTION_MAX_ATTEMPTS", 3, minimum=1)
+# Recovery of jobs left behind by a lost worker or a lost queue (requeue_stuck), run
+# by Celery beat every TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS; a pending job is sent
+# again once its last message is TRANSCRIPTION_RECOVERY_AFTER_SECONDS old.
+TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS = env_int("TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS", 300, minimum=10)
+TRANSCRIPTION_RECOVERY_AFTER_SECONDS = env_int("TRANSCRIPTION_RECOVERY_AFTER_SECONDS", 600, minimum=0)
+CELERY_BEAT_SCHEDULE = {
+    "transcriptions-requeue-stuck": {
+        "task": "transcriptions.requeue_stuck",
+        "schedule": float(TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS),
+        # A run that waited longer than the interval is replaced by the next one.
+        "options": {"queue": TRANSCRIPTION_QUEUE, "expires": float(TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS)},
+    },
+}
