@@ -7,13 +7,16 @@ the same bytes feed a BLAKE3 hasher, so the digest is ready when the last
 byte lands (one pass, no second read). A part that grows past its limit
 stops being written at that chunk: its temporary file is deleted at once and
 the rest of its bytes are received and dropped, so memory and disk use never
-depend on what the client sends.
+depend on what the client sends. Hashing and writing run on a helper thread
+beside the receiving one (see ``_PartWriter``).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 from typing import Any
 
 from blake3 import blake3
@@ -27,8 +30,8 @@ from django.utils.datastructures import MultiValueDict
 from files.multipart import BodySource, GunicornSocketSource, MultipartReader, PartHeaders, StreamSource
 from whisper_site.errors import ApplicationError
 
-# The receive buffer: bigger means fewer trips through Python per byte.
-# 4 MiB measured best for 1 GiB uploads (docs/files.md); one per request.
+# The receive buffer, one per request: bigger means fewer trips through
+# Python per byte; past a few MiB nothing is gained (docs/files.md).
 UPLOAD_BUFFER_BYTES = 4 * 1024 * 1024
 
 
@@ -72,7 +75,16 @@ class StreamedUpload(UploadedFile):
 
 
 class _PartWriter:
-    """Receives one part's bytes: hash and write while under the limit, drop after."""
+    """Receives one part's bytes: hash and write while under the limit, drop after.
+
+    Hashing and writing run on a helper thread (both release the GIL) while
+    the request thread receives the next bytes. The bytes cross over in a
+    fixed set of ``POOL_BUFFERS`` buffers of ``POOL_BUFFER_BYTES``, reused,
+    so a part takes the same memory whatever its size.
+    """
+
+    POOL_BUFFERS = 6
+    POOL_BUFFER_BYTES = 1024 * 1024
 
     def __init__(self, *, limit: int) -> None:
         self.limit = limit
@@ -80,11 +92,18 @@ class _PartWriter:
         self.too_large = False
         self.hasher = blake3()
         os.makedirs(settings.FILE_UPLOAD_TEMP_DIR, exist_ok=True)
-        # Unbuffered: writes are big slices of the receive buffer already.
-        # Lives past this call: closed (deleting it) by the part or by cleanup().
+        # Unbuffered: writes are big chunks already. Lives past this call:
+        # closed (deleting it) by the part, by refuse() or by cleanup().
         self.temp: Any | None = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="upload-", suffix=".part", dir=settings.FILE_UPLOAD_TEMP_DIR, buffering=0
         )
+        # Made as needed: a small part never needs more than one.
+        self._free: queue.Queue[memoryview] = queue.Queue()
+        self._buffers = 0
+        self._filled: queue.Queue[tuple[memoryview, int] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="upload-writer", daemon=True)
+        self._thread.start()
 
     def __call__(self, view: memoryview) -> None:
         self.size += len(view)
@@ -93,18 +112,51 @@ class _PartWriter:
         if self.size > self.limit:
             self.refuse()
             return
-        self.hasher.update(view)
-        written = 0
-        while written < len(view):
-            written += self.temp.write(view[written:])
+        while view:
+            if self._error is not None:
+                raise self._error
+            if self._free.empty() and self._buffers < self.POOL_BUFFERS:
+                self._buffers += 1
+                self._free.put(memoryview(bytearray(self.POOL_BUFFER_BYTES)))
+            buffer = self._free.get()
+            count = min(len(view), len(buffer))
+            buffer[:count] = view[:count]
+            self._filled.put((buffer, count))
+            view = view[count:]
+
+    def _work(self) -> None:
+        while (item := self._filled.get()) is not None:
+            buffer, count = item
+            chunk = buffer[:count]
+            try:
+                if self._error is None:
+                    self.hasher.update(chunk)
+                    written = 0
+                    while written < len(chunk):
+                        written += self.temp.write(chunk[written:])
+            except BaseException as exc:  # noqa: BLE001 (handed to the request thread, raised there)
+                self._error = exc
+            finally:
+                self._free.put(buffer)
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._filled.put(None)
+            self._thread.join()
+
+    def finish(self) -> str | None:
+        """Wait until every byte is hashed and written; the digest, ``None`` for a refused part."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        return None if self.too_large else self.hasher.hexdigest()
 
     def refuse(self) -> None:
         self.too_large = True
-        if self.temp is not None:
-            self.temp.close()
-            self.temp = None
+        self.discard()
 
     def discard(self) -> None:
+        self._stop()
         if self.temp is not None:
             self.temp.close()
             self.temp = None
@@ -212,6 +264,7 @@ class HashingUploadHandler(FileUploadHandler):
                 reader.stream_body(strict)
             else:
                 reader.stream_body(writer)
+            digest = writer.finish()
         except BaseException:
             writer.discard()
             raise
@@ -224,7 +277,7 @@ class HashingUploadHandler(FileUploadHandler):
             size=writer.size,
             charset=headers.charset,
             content_type_extra=headers.content_type_extra,
-            digest=None if writer.too_large else writer.hasher.hexdigest(),
+            digest=digest,
             too_large=writer.too_large,
         )
         self.parts.append(part)
