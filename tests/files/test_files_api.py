@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -612,3 +613,22 @@ def test_with_no_files_handler_the_file_endpoints_still_take_files(
 ) -> None:
     settings.FILE_UPLOAD_HANDLERS = ["files.uploads.NoFilesUploadHandler"]
     assert upload(client_key, HOTWORDS).json()["files"][0]["status"]["uploaded"] is True
+
+
+def test_a_large_upload_is_hashed_and_stored_byte_exact(client_key: APIClient, upload: Upload) -> None:
+    import struct
+
+    from blake3 import blake3
+
+    # 12 MiB of 16-bit noise behind a WAV header: more than the writer's buffer pool holds.
+    data_bytes = 12 * 1024 * 1024
+    header = (
+        b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) + b"data" + struct.pack("<I", data_bytes)
+    )  # fmt: skip
+    content = header + os.urandom(data_bytes)
+    row = upload(client_key, SimpleUploadedFile("noise.wav", content)).json()["files"][0]
+    assert row["hash"] == blake3(content).hexdigest()
+    file = File.objects.get(id=row["uuid"])
+    assert file.upload_size == len(content)
+    assert file.duration == pytest.approx(data_bytes / 32000, abs=0.01)
