@@ -2,15 +2,17 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/upload.py [--size-gib 1] [--keep]
+    .venv/bin/python bench/upload.py [--size-gib 1] [--rounds 3] [--keep]
 
 It generates a WAV of at least ``--size-gib`` GiB (48 kHz stereo 16-bit
 noise: real audio the probe accepts), times ``cp`` of it, starts gunicorn
 (one worker, as ``manage.py serve`` runs it) on a temporary ``DATA_DIR`` with
 SQLite and a filesystem broker that no worker consumes (so conversion stays
 out of the timing), registers a user and uploads the file with
-``curl -F file=@...`` (curl streams it from disk). Each of ``--rounds`` rounds
-times a cp and an upload (deleting the upload again), each after a ``sync``;
+``curl -F file=@...`` (curl streams it from disk), and again with a minimal
+client that sends the file with sendfile(2) (on one machine curl's copying
+competes with the server for the CPUs). Each of ``--rounds`` rounds times a cp
+and both uploads (deleting each upload again), each after a ``sync``;
 it prints the medians' MiB/s, their ratio, and the gunicorn worker's peak RSS growth
 over the upload. Figures only, no assertions. Everything it created is
 removed at the end (``--keep`` keeps the temporary folder).
@@ -111,6 +113,50 @@ def curl_upload(url: str, path: Path, session_id: str) -> tuple[float, dict[str,
     return elapsed, json.loads(result.stdout)
 
 
+def sendfile_upload(port: int, path: Path, session_id: str) -> tuple[float, dict[str, object]]:
+    """The same multipart POST, the file sent with sendfile(2): a client that costs almost no CPU.
+
+    On one machine curl's own copying competes with the server for the CPUs;
+    a client elsewhere would not. This shows what the server alone sustains.
+    """
+    boundary = "----bench-sendfile-0123456789"
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    length = len(head) + path.stat().st_size + len(tail)
+    request = (
+        f"POST /api/v1/file HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {session_id}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {length}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as sock, open(path, "rb") as source:
+        sock.sendall(request + head)
+        sock.sendfile(source)
+        sock.sendall(tail)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    elapsed = time.perf_counter() - started
+    headers, _, body = response.partition(b"\r\n\r\n")
+    if not headers.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"upload failed: {response[:300]!r}")
+    if b"transfer-encoding: chunked" in headers.lower():
+        decoded = b""
+        while body:
+            size_line, _, rest = body.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            decoded += rest[:size]
+            body = rest[size + 2 :]
+        body = decoded
+    return elapsed, json.loads(body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-gib", type=float, default=1.0)
@@ -192,6 +238,15 @@ def main() -> None:
         sampler.start()
         cp_times: list[float] = []
         upload_times: list[float] = []
+        sendfile_times: list[float] = []
+
+        def delete(uuid: object) -> None:
+            # So that the next upload is a new one, not a duplicate.
+            request = urllib.request.Request(
+                f"{base}/file/{uuid}", method="DELETE", headers={"Authorization": f"Basic {session_id}"}
+            )
+            urllib.request.urlopen(request, timeout=60).read()
+
         for _ in range(args.rounds):
             # Each timing starts with no dirty pages left by the previous
             # step, so neither pays for the other's writeback.
@@ -201,17 +256,17 @@ def main() -> None:
             subprocess.run(["cp", str(source), str(copy)], check=True)
             cp_times.append(time.perf_counter() - started)
             copy.unlink()
-            os.sync()
-            seconds, answer = curl_upload(f"{base}/file", source, session_id)
-            upload_times.append(seconds)
-            row = answer["files"][0]  # type: ignore[index]
-            if not row["status"]["uploaded"]:  # type: ignore[index]
-                raise SystemExit(f"unexpected answer: {row}")
-            # Delete it again, so that the next round is a new upload, not a duplicate.
-            delete = urllib.request.Request(
-                f"{base}/file/{row['uuid']}", method="DELETE", headers={"Authorization": f"Basic {session_id}"}
-            )
-            urllib.request.urlopen(delete, timeout=60).read()
+            for times, client in ((upload_times, "curl"), (sendfile_times, "sendfile")):
+                os.sync()
+                if client == "curl":
+                    seconds, answer = curl_upload(f"{base}/file", source, session_id)
+                else:
+                    seconds, answer = sendfile_upload(port, source, session_id)
+                times.append(seconds)
+                row = answer["files"][0]  # type: ignore[index]
+                if not row["status"]["uploaded"]:  # type: ignore[index]
+                    raise SystemExit(f"unexpected answer: {row}")
+                delete(row["uuid"])
         stop.set()
         sampler.join()
         peak = max(peak, rss_kib(worker))
@@ -228,6 +283,12 @@ def main() -> None:
             f"(rounds: {', '.join(f'{t:.2f}' for t in upload_times)} s; POST /file, curl -F, gunicorn gthread)"
         )
         print(f"ratio upload/cp: {upload_rate / cp_rate:.2f}  (target >= 0.50)")
+        sendfile_rate = size / MIB / statistics.median(sendfile_times)
+        print(
+            f"upload: median {statistics.median(sendfile_times):6.2f} s  {sendfile_rate:8.1f} MiB/s   "
+            f"(rounds: {', '.join(f'{t:.2f}' for t in sendfile_times)} s; same POST, client using sendfile(2))"
+        )
+        print(f"ratio upload/cp with the sendfile client: {sendfile_rate / cp_rate:.2f}")
         print(
             f"worker RSS: {baseline / 1024:.1f} MiB before, peak {peak / 1024:.1f} MiB sampled every 20 ms "
             f"(VmHWM {high_water / 1024:.1f} MiB): growth {(max(peak, high_water) - baseline) / 1024:.1f} MiB "
