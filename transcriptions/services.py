@@ -241,14 +241,16 @@ def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
 
     ``claim_token`` is the Celery task id. Safe to run twice and at once: only jobs pending
     (or processing under this same token, a redelivery after the worker died) are taken.
-    While the file is still converting nothing happens (the file_ready receiver queues the
-    batch again); a failed conversion fails the pending jobs without charging them.
+    While the file has no WAV yet nothing happens (the file_ready receiver queues the batch
+    again); a failed conversion fails the pending jobs without charging them.
     """
     first = Transcription.objects.filter(batch_id=batch_id).select_related("file").order_by("created_at").first()
     if first is None:
         return  # every job of the batch was deleted
     file = first.file
-    if file.state == File.State.PROCESSING:
+    if file.state == File.State.PROCESSING and not file.wav_name:
+        # Still converting. Only the WAV is needed: once it is stored, the jobs run even
+        # while the MP3/MP4 is still being made.
         return
     if file.state == File.State.FAILED:
         _fail_pending(Transcription.objects.filter(batch_id=batch_id), conversion_failed_message(file))

@@ -251,6 +251,15 @@ def test_jobs_wait_for_the_conversion(
     assert user.token_balance == 1000 - 22
 
 
+def test_jobs_run_once_the_wav_is_stored_while_the_mp3_still_converts(
+    user: User, make_ready_file: MakeFile, queue: Run
+) -> None:
+    converting = make_ready_file(user, state=File.State.PROCESSING)
+    File.objects.filter(pk=converting.pk).update(wav_name=make_ready_file(user).wav_name)
+    queue({"uuid": converting.id.hex})
+    assert Transcription.objects.get().status == "completed"
+
+
 def test_jobs_of_a_failed_conversion_fail_uncharged(user: User, make_ready_file: MakeFile, queue: Run) -> None:
     converting = make_ready_file(user, state=File.State.PROCESSING)
     queue({"uuid": converting.id.hex})

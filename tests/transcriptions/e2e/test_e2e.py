@@ -143,8 +143,11 @@ def test_a_job_survives_its_worker_being_killed_and_is_charged_once(e2e: E2E) ->
 def test_more_jobs_than_the_balance_covers_never_overdraw_it(e2e: E2E) -> None:
     owner, client = client_for("racer", token_balance=2 * 11)
     file_id = upload(client, DATA_DIR / "jfk.flac")
-    # A second worker with two pool processes: three processes claim at once.
-    e2e.start_worker(concurrency=2, name="extra")
+    # A second worker with two pool processes: three processes claim at once. Each of its
+    # processes runs its model on half the cores.
+    extra = e2e.start_worker(concurrency=2, name="extra")
+    per_process = max(1, (os.cpu_count() or 1) // 2)
+    wait_for(lambda: extra.log().count(f", {per_process} threads) in ") == 2, what="the extra worker's models")
     job_ids: list[str] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(6)
