@@ -471,8 +471,8 @@ def transcription_requeue_stuck(*, older_than: float, now: dt.datetime | None = 
     * a job ``pending`` whose last message was sent more than ``older_than`` seconds ago is
       sent again (a restarted Redis lost it, or sending failed). A message that was only
       slow is harmless: whichever message comes first claims the job, the other finds
-      nothing to do. Jobs of a file still converting wait for file_ready; those of a file
-      whose conversion failed fail.
+      nothing to do. Jobs of a file whose WAV is not stored yet wait for file_ready; those
+      of a file whose conversion failed fail.
 
     Safe to run from several workers at once: each change is a conditional UPDATE.
     """
@@ -502,9 +502,8 @@ def transcription_requeue_stuck(*, older_than: float, now: dt.datetime | None = 
     for job in waiting:
         if job.file.state == File.State.FAILED:
             _fail_pending([job], conversion_failed_message(job.file))
-        elif job.file.state == File.State.READY:
-            if job.batch_id not in batches:
-                batches[job.batch_id] = job.file.duration
+        elif job.file.wav_name:
+            batches.setdefault(job.batch_id, job.file.duration)
             count += 1
     with transaction.atomic():
         _enqueue_on_commit(batches)
