@@ -79,7 +79,7 @@ class TranscriptionViewSet(viewsets.ViewSet):
             file_uuid=data.get("uuid"),
             model=data.get("model"),
             language=data.get("language"),
-            format=data.get("format"),
+            formats_requested=data.get("format"),
         )
         return Response(
             {

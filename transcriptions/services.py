@@ -159,7 +159,12 @@ def _parse_language(value: object, model: str) -> str:
 
 
 def transcription_create(
-    *, user: User, file_uuid: object, model: object = None, language: object = None, format: object = None
+    *,
+    user: User,
+    file_uuid: object,
+    model: object = None,
+    language: object = None,
+    formats_requested: object = None,
 ) -> list[Transcription]:
     """Queue one job per requested format of one of ``user``'s files, served by one inference run.
 
@@ -173,7 +178,7 @@ def transcription_create(
         raise ApplicationError("Missing file uuid", 400)
     file_id = parse_uuid(file_uuid)
     model_name = _parse_model(model)
-    requested = _parse_formats(format)
+    requested = _parse_formats(formats_requested)
     language_code = _parse_language(language, model_name)
     file = file_get_owned(user=user, file_id=file_id)
     if file is None:
