@@ -342,7 +342,8 @@ CELERY_BEAT_SCHEDULE = {
     "transcriptions-requeue-stuck": {
         "task": "transcriptions.requeue_stuck",
         "schedule": float(TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS),
+        # On the default queue: quick database work, not to wait behind transcriptions.
         # A run that waited longer than the interval is replaced by the next one.
-        "options": {"queue": TRANSCRIPTION_QUEUE, "expires": float(TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS)},
+        "options": {"expires": float(TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS)},
     },
 }
