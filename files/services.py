@@ -20,10 +20,11 @@ from files.filenames import MAX_FILENAME_CHARS, filename_clean, filename_for_upl
 from files.images import NotAnImage, probe_image
 from files.models import File
 from files.selectors import NOT_FOUND_MESSAGE, file_get_owned
-from files.signals import file_failed, file_ready
+from files.signals import file_audio_ready, file_failed, file_ready
 from files.storage import (
     object_prefix,
     storage_delete,
+    storage_exists,
     storage_local_path,
     storage_put,
     storage_put_upload,
@@ -217,7 +218,7 @@ def file_upload_many(*, user: User, parts: list[StreamedUpload]) -> list[UploadR
 
 
 def file_fail(*, file_id: uuid.UUID, reason: str) -> bool:
-    """Mark a processing file failed with ``reason`` and drop its original upload.
+    """Mark a processing file failed with ``reason`` and delete everything stored for it.
 
     Returns whether this call made the change (a file already ready, failed
     or deleted is left alone).
@@ -226,47 +227,63 @@ def file_fail(*, file_id: uuid.UUID, reason: str) -> bool:
         file = File.objects.select_for_update().filter(id=file_id, state=File.State.PROCESSING).first()
         if file is None:
             return False
-        original = file.original_name
-        File.objects.filter(id=file_id).update(state=File.State.FAILED, error=reason[:2000], original_name="")
-        storage_delete_on_commit([original])
+        names = file_storage_names(file)
+        File.objects.filter(id=file_id).update(
+            state=File.State.FAILED, error=reason[:2000], original_name="", media_name="", wav_name=""
+        )
+        storage_delete_on_commit(names)
         transaction.on_commit(lambda: file_failed.send(sender=File, file_id=file_id))
     return True
 
 
-def _convert_outputs(file: File, source: Path, folder: Path) -> tuple[Path, Path]:
-    soft, _ = convert_time_limits(kind=file.kind, duration=file.duration)
-    extension = media.EXTENSIONS[file.kind]
-    media_path = folder / f"{MEDIA_BASENAME}{extension}"
-    if file.kind == File.Kind.VIDEO:
-        media.convert_video_to_mp4(source, media_path, timeout=soft)
-    else:
-        media.convert_audio_to_mp3(source, media_path, timeout=soft)
-    wav_path = folder / WAV_BASENAME
-    media.convert_to_wav(source, wav_path, timeout=soft)
-    return media_path, wav_path
+def _file_audio_stored(*, file_id: uuid.UUID, wav_name: str) -> bool:
+    """Record the WAV of a file still converting; ``False`` if the file is gone or no longer processing."""
+    with transaction.atomic():
+        updated = File.objects.filter(id=file_id, state=File.State.PROCESSING).update(wav_name=wav_name)
+        if updated:
+            transaction.on_commit(lambda: file_audio_ready.send(sender=File, file_id=file_id))
+    return bool(updated)
 
 
 def file_convert(*, file_id: uuid.UUID) -> None:
-    """Convert a processing file: MP3 (audio) or MP4 (video), and a WAV for transcription.
+    """Convert a processing file: a WAV for transcription, then MP3 (audio) or MP4 (video).
+
+    The WAV comes first and is recorded as soon as it is stored
+    (``file_audio_ready``): transcription can start while a long video is
+    still being encoded. Then the MP3/MP4, and the file is ready
+    (``file_ready``) and its original upload deleted.
 
     Safe to run twice, also at the same time: a file that is not processing
-    is left alone, outputs go to names fixed by the file's id, and only the
-    run whose conditional UPDATE marks the file ready keeps what it stored.
-    The original upload is deleted once the file is ready or failed. A file
-    deleted while it converts leaves nothing behind.
+    is left alone, outputs go to names fixed by the file's id, a WAV already
+    recorded is not made again, and only the run whose conditional UPDATE
+    marks the file ready keeps what it stored. A failure deletes everything
+    of the file; a file deleted while it converts leaves nothing behind.
     """
     file = File.objects.filter(id=file_id).first()
     if file is None or file.state != File.State.PROCESSING:
         return
     prefix = object_prefix(owner_id=file.owner_id, file_id=file.id)
+    soft, _ = convert_time_limits(kind=file.kind, duration=file.duration)
+    wav_name = f"{prefix}/{WAV_BASENAME}"
     stored: list[str] = []
     with tempfile.TemporaryDirectory(prefix="convert-", dir=worker_temp_dir()) as scratch:
+        folder = Path(scratch)
         try:
             with storage_local_path(file.original_name) as source:
-                media_path, wav_path = _convert_outputs(file, source, Path(scratch))
+                if file.wav_name != wav_name or not storage_exists(wav_name):
+                    media.convert_to_wav(source, folder / WAV_BASENAME, timeout=soft)
+                    stored.append(storage_put(name=wav_name, path=folder / WAV_BASENAME))
+                    if not _file_audio_stored(file_id=file_id, wav_name=wav_name):
+                        _delete_unclaimed(file_id, stored)
+                        return
+                media_path = folder / f"{MEDIA_BASENAME}{media.EXTENSIONS[file.kind]}"
+                if file.kind == File.Kind.VIDEO:
+                    media.convert_video_to_mp4(source, media_path, timeout=soft)
+                else:
+                    media.convert_audio_to_mp3(source, media_path, timeout=soft)
             media_size = media_path.stat().st_size
-            stored.append(storage_put(name=f"{prefix}/{media_path.name}", path=media_path))
-            stored.append(storage_put(name=f"{prefix}/{WAV_BASENAME}", path=wav_path))
+            media_name = storage_put(name=f"{prefix}/{media_path.name}", path=media_path)
+            stored.append(media_name)
         except FileNotFoundError:
             # Deleted meanwhile, or another run finished and removed the
             # original: then nothing changes. Otherwise the upload is lost.
@@ -283,7 +300,6 @@ def file_convert(*, file_id: uuid.UUID) -> None:
             file_fail(file_id=file_id, reason=f"Conversion failed: {type(exc).__name__}")
             _delete_unclaimed(file_id, stored)
             raise
-    media_name, wav_name = stored
 
     with transaction.atomic():
         file = File.objects.select_for_update().filter(id=file_id).first()

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-#: The MP3/MP4 and the WAV are stored; ``File.wav_name`` is set.
+#: The WAV is stored and ``File.wav_name`` set, while the file is still
+#: ``processing`` (its MP3/MP4 is being made): transcription can start.
+file_audio_ready = Signal()
+
+#: The MP3/MP4 and the WAV are stored; the file is ``ready``.
 file_ready = Signal()
 
 #: Conversion failed; ``File.error`` says why. Nothing of the file is stored.

@@ -91,6 +91,11 @@ def storage_delete(names: list[str]) -> None:
             default_storage.delete(name)
 
 
+def storage_exists(name: str) -> bool:
+    """Whether the object ``name`` is stored."""
+    return bool(name) and default_storage.exists(name)
+
+
 def storage_size(name: str) -> int:
     """Bytes of a stored object; ``FileNotFoundError`` when it is not there."""
     path = _local_path(name)

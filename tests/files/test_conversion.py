@@ -12,10 +12,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from files import services
+from files import media
 from files.models import File
 from files.selectors import file_wav_local_path
-from files.signals import file_failed, file_ready
+from files.signals import file_audio_ready, file_failed, file_ready
 from files.tasks import file_convert_task
 from tests.files.conftest import HOTWORDS, JFK, stored_files
 
@@ -32,9 +32,14 @@ def signals() -> Iterator[list[tuple[str, Any]]]:
     def failed(sender: Any, file_id: Any, **kwargs: Any) -> None:
         received.append(("failed", file_id))
 
+    def audio_ready(sender: Any, file_id: Any, **kwargs: Any) -> None:
+        received.append(("audio_ready", file_id))
+
+    file_audio_ready.connect(audio_ready, dispatch_uid="test-audio-ready")
     file_ready.connect(ready, dispatch_uid="test-ready")
     file_failed.connect(failed, dispatch_uid="test-failed")
     yield received
+    file_audio_ready.disconnect(dispatch_uid="test-audio-ready")
     file_ready.disconnect(dispatch_uid="test-ready")
     file_failed.disconnect(dispatch_uid="test-failed")
 
@@ -64,7 +69,7 @@ def test_the_original_is_kept_until_converted_then_deleted(
     assert (file.state, file.original_name, file.error) == ("ready", "", "")
     assert file.converted_at is not None
     assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
-    assert signals == [("ready", file.id)]
+    assert signals == [("audio_ready", file.id), ("ready", file.id)]
 
 
 def test_a_failed_conversion_says_why_and_keeps_nothing(
@@ -112,7 +117,7 @@ def test_running_the_task_twice_is_harmless(
     file.refresh_from_db()
     assert (file.media_name, file.wav_name, file.size_bytes, file.converted_at) == first
     assert stored_files(media_root) == objects
-    assert signals == [("ready", file.id)]
+    assert signals == [("audio_ready", file.id), ("ready", file.id)]
 
 
 def test_a_second_run_before_the_first_finished_writes_the_same_names(
@@ -134,23 +139,76 @@ def test_a_second_run_before_the_first_finished_writes_the_same_names(
     assert stored_files(media_root) == kept
 
 
+@pytest.mark.parametrize("step", ["convert_to_wav", "convert_audio_to_mp3"])
 def test_a_file_deleted_while_converting_leaves_nothing(
-    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+    client_key: APIClient,
+    media_root: Path,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    step: str,
 ) -> None:
     file = upload_unconverted(client_key, HOTWORDS)
-    convert = services._convert_outputs
+    convert = getattr(media, step)
 
-    def convert_then_delete(*args: Any) -> Any:
-        outputs = convert(*args)
+    def convert_then_delete(*args: Any, **kwargs: Any) -> Any:
+        output = convert(*args, **kwargs)
         # The user deletes the file while ffmpeg runs.
         with django_capture_on_commit_callbacks(execute=True):
             assert client_key.delete(f"/api/v1/file/{file.id.hex}").status_code == 200
-        return outputs
+        return output
 
-    monkeypatch.setattr(services, "_convert_outputs", convert_then_delete)
+    monkeypatch.setattr(media, step, convert_then_delete)
     run_task(file, django_capture_on_commit_callbacks)
     assert not File.objects.exists()
     assert stored_files(media_root) == []
+
+
+@pytest.mark.django_db(transaction=True)  # on_commit runs at each commit, as in a worker
+def test_the_wav_is_usable_while_the_mp3_is_made(
+    client_key: APIClient, monkeypatch: pytest.MonkeyPatch, signals: list
+) -> None:
+    convert = media.convert_audio_to_mp3
+    seen: dict[str, Any] = {}
+
+    def look_then_convert(*args: Any, **kwargs: Any) -> Any:
+        current = File.objects.get()
+        seen["state"] = current.state
+        seen["signals"] = list(signals)
+        with file_wav_local_path(current) as path, av.open(str(path)) as container:
+            seen["wav_seconds"] = container.duration / av.time_base
+        return convert(*args, **kwargs)
+
+    monkeypatch.setattr(media, "convert_audio_to_mp3", look_then_convert)
+    # Eager Celery converts on the upload's commit.
+    file = upload_unconverted(client_key, JFK)
+    assert seen["state"] == "processing"
+    assert seen["signals"] == [("audio_ready", file.id)]
+    assert seen["wav_seconds"] == pytest.approx(11.0, abs=0.05)
+    file.refresh_from_db()
+    assert file.state == "ready"
+    assert signals == [("audio_ready", file.id), ("ready", file.id)]
+
+
+def test_a_media_conversion_failing_after_the_wav_deletes_the_wav_too(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch,
+    signals: list,
+) -> None:  # fmt: skip
+    file = upload_unconverted(client_key, HOTWORDS)
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        # A fault ffmpeg cannot be made to have on an input whose WAV it just made.
+        raise media.ConversionError("ffmpeg failed: encoder exploded")
+
+    monkeypatch.setattr(media, "convert_audio_to_mp3", fail)
+    run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    assert (file.state, file.error, file.wav_name) == (
+        "failed",
+        "Conversion failed: ffmpeg failed: encoder exploded",
+        "",
+    )
+    assert stored_files(media_root) == []
+    assert signals == [("audio_ready", file.id), ("failed", file.id)]
 
 
 def test_a_deleted_file_is_not_converted(
@@ -164,6 +222,8 @@ def test_a_deleted_file_is_not_converted(
 
 
 def test_time_limits_scale_with_duration() -> None:
+    from files import services
+
     assert services.convert_time_limits(kind="audio", duration=100) == (220, 280)
     assert services.convert_time_limits(kind="video", duration=100) == (520, 580)
 
