@@ -90,8 +90,14 @@ def _existed(file: File) -> UploadResult:
 
 
 def convert_time_limits(*, kind: str, duration: float) -> tuple[int, int]:
-    """Celery's (soft, hard) time limits for converting a file of ``kind`` and ``duration``."""
+    """Celery's (soft, hard) time limits for converting a file of ``kind`` and ``duration``.
+
+    Capped below the broker's visibility timeout: past it Redis would hand
+    the unacknowledged message to a second worker while the first still runs.
+    """
     soft = int(CONVERT_BASE_SECONDS + CONVERT_SECONDS_PER_MEDIA_SECOND.get(kind, 4.0) * duration)
+    visibility = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600))
+    soft = max(1, min(soft, visibility - 2 * CONVERT_HARD_EXTRA_SECONDS))
     return soft, soft + CONVERT_HARD_EXTRA_SECONDS
 
 
