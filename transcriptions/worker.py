@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -69,7 +70,7 @@ def on_worker_process_init(**kwargs: Any) -> None:
     same load (the cache loads each model once) instead of starting another.
     """
     global _cache
-    # A forked process must not share the parent's cache object (its lock may be held).
+    # Each process loads its own models (the main process never loads any, but be sure).
     _cache = None
     threading.Thread(target=_warm_and_unload_idle, name="whisper-models", daemon=True).start()
 
@@ -84,6 +85,6 @@ def _warm_and_unload_idle() -> None:
     except Exception:  # a broken model folder must not kill the pool process
         logger.exception("Preloading model %s failed (pid %d)", name, os.getpid())
     interval = min(IDLE_CHECK_MAX_SECONDS, max(1.0, settings.WHISPER_MODEL_IDLE_SECONDS / 2))
-    stop = threading.Event()
-    while not stop.wait(interval):
+    while True:
+        time.sleep(interval)
         cache.unload_idle()
