@@ -282,6 +282,10 @@ def main() -> None:
     print(f"bare faster-whisper:           median {bare_median:.2f} s  (runs: "
           f"{', '.join(f'{t:.2f}' for t in bare_times)})")  # fmt: skip
     print(f"ratio service/bare: {service_median / bare_median:.2f}  (target <= 1.15)")
+    # Each service run beside the bare run that followed it: steadier when other work
+    # shares the machine, since both of a pair ran under about the same load.
+    paired = statistics.median(service / bare for service, bare in zip(service_times, bare_times))
+    print(f"median of the runs' own ratios: {paired:.2f}")
     print(f"same text: {' '.join(service_text.split()) == ' '.join(bare_text.split())}")
 
 
