@@ -19,8 +19,15 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 @pytest.fixture(autouse=True)
 def _isolated_media(settings: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
-    """Each test stores media under its own temporary folder and starts with an empty cache."""
+    """Each test stores media under its own temporary folder and has a cache of its own.
+
+    The cache is in memory so that two test runs on one machine never share
+    login-throttle counters through the file cache under DATA_DIR.
+    """
     settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": str(tmp_path)}
+    }
     cache.clear()
     yield
     cache.clear()

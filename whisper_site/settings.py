@@ -223,6 +223,9 @@ SPECTACULAR_SETTINGS = {
 # Request bodies: JSON and form bodies are small; file parts stream to disk.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+# Only the views that take files install a bounded, hashing handler (files.uploads);
+# anywhere else a file part is refused instead of being written to disk unbounded.
+FILE_UPLOAD_HANDLERS = ["files.uploads.NoFilesUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
 os.makedirs(FILE_UPLOAD_TEMP_DIR, exist_ok=True)
 os.makedirs(STATIC_ROOT, exist_ok=True)
