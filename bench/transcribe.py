@@ -134,11 +134,13 @@ class Service:
                 (uuid.UUID(job_id).hex,),
             ).fetchone()
 
-        def offset(stamp: str) -> str:
+        def offset(stamp: str | None) -> str:
+            if stamp is None:  # the MP3/MP4 may still be converting when the job is done
+                return "(not yet)"
             moment = dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.timezone.utc).timestamp()
-            return f"{moment - started:.2f}"
+            return f"{moment - started:.2f} s"
 
-        return f"converted at {offset(converted)} s, job started at {offset(claimed)} s, done at {offset(done)} s"
+        return f"converted at {offset(converted)}, job started at {offset(claimed)}, done at {offset(done)}"
 
     def stop(self) -> None:
         for process in self.processes:
