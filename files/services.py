@@ -282,6 +282,11 @@ def file_convert(*, file_id: uuid.UUID) -> None:
                     if not _file_audio_stored(file_id=file_id, wav_name=wav_name):
                         _delete_unclaimed(file_id, stored)
                         return
+                    # The MP3/MP4 is left to a second run queued behind the
+                    # transcription that file_audio_ready just queued: a
+                    # one-process worker transcribes first, then encodes.
+                    file_convert_enqueue(file=file)
+                    return
                 media_path = folder / f"{MEDIA_BASENAME}{media.EXTENSIONS[file.kind]}"
                 if file.kind == File.Kind.VIDEO:
                     media.convert_video_to_mp4(source, media_path, timeout=soft)

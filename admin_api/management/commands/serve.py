@@ -59,6 +59,9 @@ class Command(BaseCommand):
                 "--loglevel", "INFO",
                 "--concurrency", str(settings.CELERY_WORKER_CONCURRENCY),
                 "--without-mingle", "--without-gossip",
+                # One embedded beat for the job recovery schedule: `make run`
+                # starts one worker (compose runs beat as its own service).
+                "-B", "--schedule", str(settings.DATA_DIR / "celerybeat-schedule"),
             ],
         }
         children: dict[str, subprocess.Popen[bytes]] = {}
