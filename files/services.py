@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 import tempfile
@@ -329,6 +330,39 @@ def file_convert(*, file_id: uuid.UUID) -> None:
             transaction.on_commit(lambda: file_ready.send(sender=File, file_id=file_id))
             return
     _delete_unclaimed(file_id, stored)
+
+
+# A conversion still unfinished this many times past its time limits has
+# been retried enough: the file fails instead of being queued for ever.
+CONVERT_RECOVERY_ROUNDS = 3
+
+
+def file_requeue_stuck(*, older_than: float, now: dt.datetime | None = None) -> int:
+    """Queue again the conversions a lost worker or a lost queue left ``processing``; returns how many.
+
+    A conversion runs in at most two messages (WAV, then MP3/MP4), each within
+    its hard time limit. A file still processing longer than twice that plus
+    ``older_than`` seconds after its upload has lost its worker or its message:
+    it is queued again (conversion is safe to run twice, even at once). After
+    ``CONVERT_RECOVERY_ROUNDS`` such periods it fails with a reason, so that no
+    file stays ``processing`` for ever.
+    """
+    now = now or timezone.now()
+    count = 0
+    for file in File.objects.filter(state=File.State.PROCESSING).only("id", "kind", "duration", "uploaded_at"):
+        _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
+        period = dt.timedelta(seconds=2 * hard + older_than)
+        age = now - file.uploaded_at
+        if age <= period:
+            continue
+        if age > period * CONVERT_RECOVERY_ROUNDS:
+            if file_fail(file_id=file.id, reason="Conversion failed: it did not finish in time"):
+                logger.warning("File %s never finished converting: failed", file.id.hex)
+            continue
+        logger.warning("File %s still converting after %s: queued again", file.id.hex, age)
+        file_convert_enqueue(file=file)
+        count += 1
+    return count
 
 
 def _delete_unclaimed(file_id: uuid.UUID, names: list[str]) -> None:

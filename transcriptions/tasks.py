@@ -7,6 +7,7 @@ import uuid
 from celery import Task, shared_task
 from django.conf import settings
 
+from files.services import file_requeue_stuck
 from transcriptions import services
 
 
@@ -34,4 +35,6 @@ def transcription_requeue_stuck_task(older_than: float | None = None) -> int:
     """Queue again the jobs left behind by a lost worker or a lost queue."""
     if older_than is None:
         older_than = settings.TRANSCRIPTION_RECOVERY_AFTER_SECONDS
+    # Conversions first: jobs wait for their file's WAV.
+    file_requeue_stuck(older_than=older_than)
     return services.transcription_requeue_stuck(older_than=older_than)

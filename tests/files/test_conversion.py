@@ -245,3 +245,44 @@ def test_the_wav_accessor_gives_a_readable_16k_mono_wav(
             16000,
             1,
         )
+
+
+def test_a_conversion_whose_message_or_worker_was_lost_is_queued_again(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from files.services import convert_time_limits, file_requeue_stuck
+
+    file = upload_unconverted(client_key, JFK)
+    assert file_requeue_stuck(older_than=60) == 0  # young: its message may still come
+    _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
+    File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=2 * hard + 61))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert file_requeue_stuck(older_than=60) == 1
+    file.refresh_from_db()
+    assert file.state == "ready"
+    assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
+    assert file_requeue_stuck(older_than=60) == 0  # idempotent
+
+
+def test_a_conversion_that_never_finishes_fails_instead_of_staying_processing(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from files.services import CONVERT_RECOVERY_ROUNDS, convert_time_limits, file_requeue_stuck
+
+    file = upload_unconverted(client_key, JFK)
+    _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
+    age = (2 * hard + 60) * CONVERT_RECOVERY_ROUNDS + 1
+    File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=age))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert file_requeue_stuck(older_than=60) == 0
+    file.refresh_from_db()
+    assert (file.state, file.error) == ("failed", "Conversion failed: it did not finish in time")
+    assert stored_files(media_root) == []

@@ -219,7 +219,7 @@ def test_requeue_stuck_recovers_lost_messages_and_lost_workers(
     out = StringIO()
     with django_capture_on_commit_callbacks(execute=True):
         call_command("requeue_stuck", "--older-than", "60", stdout=out)
-    assert out.getvalue() == "Re-queued 3 transcription job(s)\n"
+    assert out.getvalue() == "Re-queued 0 file conversion(s)\nRe-queued 3 transcription job(s)\n"
 
     def state(job: Transcription) -> tuple[str, int]:
         job.refresh_from_db()
@@ -237,7 +237,7 @@ def test_requeue_stuck_recovers_lost_messages_and_lost_workers(
     # Idempotent: nothing is left to recover.
     out = StringIO()
     call_command("requeue_stuck", "--older-than", "60", stdout=out)
-    assert out.getvalue() == "Re-queued 0 transcription job(s)\n"
+    assert out.getvalue() == "Re-queued 0 file conversion(s)\nRe-queued 0 transcription job(s)\n"
 
 
 def test_requeue_stuck_checks_its_option() -> None:
