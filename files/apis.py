@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import TooManyFilesSent
-from django.http import HttpRequest, HttpResponse
-from rest_framework import permissions, viewsets
+from django.http import HttpResponse
+from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -20,6 +20,7 @@ from whisper_site.identifiers import parse_uuid
 from whisper_site.pagination import page_request, paginate
 from whisper_site.request_body import body_object
 from whisper_site.timestamps import format_timestamp
+from whisper_site.viewsets import PublicReadMixin
 
 
 def file_row(file: File) -> dict[str, Any]:
@@ -49,25 +50,10 @@ def upload_row(result: UploadResult) -> dict[str, Any]:
     return row
 
 
-class FileViewSet(viewsets.ViewSet):
+class FileViewSet(PublicReadMixin, viewsets.ViewSet):
     """``/file`` and ``/file/:uuid``. Downloads are public by uuid; the rest is the owner's."""
 
-    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
-        # DRF picks the authenticators before it knows the action: a download
-        # (GET/HEAD of one file) reads no credentials at all, so even a stale
-        # Authorization header cannot turn it into a 401.
-        self.public_download = request.method in ("GET", "HEAD") and "file_id" in kwargs
-        return super().initialize_request(request, *args, **kwargs)
-
-    def get_authenticators(self) -> list[Any]:
-        if getattr(self, "public_download", False):
-            return []
-        return super().get_authenticators()
-
-    def get_permissions(self) -> list[Any]:
-        if self.action == "retrieve":
-            return [permissions.AllowAny()]
-        return super().get_permissions()
+    public_lookup = "file_id"
 
     def list(self, request: Request) -> Response:
         rows, pagination = paginate(selectors.file_list(user=request.user), page_request(request.query_params))

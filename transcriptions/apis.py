@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
-from rest_framework import permissions, viewsets
+from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -15,6 +14,7 @@ from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import parse_uuid
 from whisper_site.request_body import body_object
 from whisper_site.timestamps import format_timestamp
+from whisper_site.viewsets import PublicReadMixin
 
 NOT_FOUND_MESSAGE = "Transcription not found"
 
@@ -53,24 +53,10 @@ class TranscriptionModelViewSet(viewsets.ViewSet):
         return Response({"models": rows})
 
 
-class TranscriptionViewSet(viewsets.ViewSet):
+class TranscriptionViewSet(PublicReadMixin, viewsets.ViewSet):
     """``POST /transcribe`` (queue), ``GET /transcribe/:uuid`` (public), ``DELETE`` (owner)."""
 
-    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
-        # DRF picks the authenticators before it knows the action: reading a result reads
-        # no credentials at all, so even a stale Authorization header cannot make it a 401.
-        self.public_read = request.method in ("GET", "HEAD")
-        return super().initialize_request(request, *args, **kwargs)
-
-    def get_authenticators(self) -> list[Any]:
-        if getattr(self, "public_read", False):
-            return []
-        return super().get_authenticators()
-
-    def get_permissions(self) -> list[Any]:
-        if self.action == "retrieve":
-            return [permissions.AllowAny()]
-        return super().get_permissions()
+    public_lookup = "transcription_id"
 
     def create(self, request: Request) -> Response:
         data = body_object(request)

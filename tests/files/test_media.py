@@ -18,6 +18,7 @@ import pytest
 
 from files import media
 from files.media import ConversionError, EmptyMedia, MediaInfo, UnsupportedMedia
+from tests.files.conftest import ffmpeg
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 JFK = DATA_DIR / "jfk.flac"
@@ -35,12 +36,6 @@ MINIMAL_PDF = (
 )
 
 
-def ffmpeg(*args: str | os.PathLike[str]) -> None:
-    subprocess.run(
-        [media.ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *map(str, args)],
-        check=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture(scope="session")
