@@ -246,6 +246,4 @@ class ApiTokenViewSet(viewsets.ViewSet):
     def destroy(self, request: Request, token_id: str) -> Response:
         key_id = parse_uuid(token_id, "Invalid token ID format")
         api_key = services.api_key_revoke(user=request.user, key_id=key_id)
-        return Response(
-            {"message": "Token revoked successfully", "token_id": key_id.hex, "token_name": api_key.name}
-        )
+        return Response({"message": "Token revoked successfully", "token_id": key_id.hex, "token_name": api_key.name})

@@ -41,16 +41,12 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     id = models.UUIDField(primary_key=True, default=new_uuid7, editable=False)
     username = models.CharField(max_length=150, unique=True)
-    is_admin = models.BooleanField(
-        default=False, help_text="May use the admin API and this admin site."
-    )
+    is_admin = models.BooleanField(default=False, help_text="May use the admin API and this admin site.")
     is_active = models.BooleanField(default=True)
     registered_at = models.DateTimeField(default=timezone.now, editable=False)
     token_balance = models.BigIntegerField(default=default_token_balance)
     price_multiplier = models.DecimalField(max_digits=9, decimal_places=4, default=Decimal("1.0"))
-    avatar = models.ForeignKey(
-        "files.File", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    avatar = models.ForeignKey("files.File", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     objects = UserManager()
 

@@ -19,8 +19,7 @@ from whisper_site.errors import ApplicationError
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{3,20}")
 USERNAME_MESSAGE = (
-    "Invalid username. Must be 3-20 characters and contain only alphanumeric characters, "
-    "underscores, or hyphens"
+    "Invalid username. Must be 3-20 characters and contain only alphanumeric characters, underscores, or hyphens"
 )
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 128
@@ -198,9 +197,7 @@ def api_key_create(*, user: User, name: str) -> tuple[ApiKey, str]:
         # Lock the user row so that concurrent requests cannot pass the cap together.
         User.objects.select_for_update().filter(pk=user.pk).first()
         if ApiKey.objects.filter(user=user).count() >= settings.MAX_API_KEYS_PER_USER:
-            raise ApplicationError(
-                f"Maximum number of API tokens reached ({settings.MAX_API_KEYS_PER_USER})", 400
-            )
+            raise ApplicationError(f"Maximum number of API tokens reached ({settings.MAX_API_KEYS_PER_USER})", 400)
         raw = secrets.token_hex(16)
         api_key = ApiKey.objects.create(
             user=user, name=name, key_digest=api_key_digest(raw), prefix=raw[:4], suffix=raw[-4:]

@@ -15,9 +15,7 @@ urlpatterns = [
         name="user-me",
     ),
     re_path(r"^user/sessions/?$", apis.UserViewSet.as_view({"get": "sessions"}), name="user-sessions"),
-    re_path(
-        r"^user/token/?$", apis.ApiTokenViewSet.as_view({"get": "list", "post": "create"}), name="user-token"
-    ),
+    re_path(r"^user/token/?$", apis.ApiTokenViewSet.as_view({"get": "list", "post": "create"}), name="user-token"),
     re_path(
         r"^user/token/(?P<token_id>[^/]+)/?$",
         apis.ApiTokenViewSet.as_view({"delete": "destroy"}),

@@ -137,7 +137,7 @@ class Service:
         def offset(stamp: str | None) -> str:
             if stamp is None:  # the MP3/MP4 may still be converting when the job is done
                 return "(not yet)"
-            moment = dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.timezone.utc).timestamp()
+            moment = dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.UTC).timestamp()
             return f"{moment - started:.2f} s"
 
         return f"converted at {offset(converted)}, job started at {offset(claimed)}, done at {offset(done)}"
@@ -286,7 +286,7 @@ def main() -> None:
     print(f"ratio service/bare: {service_median / bare_median:.2f}  (target <= 1.15)")
     # Each service run beside the bare run that followed it: steadier when other work
     # shares the machine, since both of a pair ran under about the same load.
-    paired = statistics.median(service / bare for service, bare in zip(service_times, bare_times))
+    paired = statistics.median(service / bare for service, bare in zip(service_times, bare_times, strict=True))
     print(f"median of the runs' own ratios: {paired:.2f}")
     print(f"same text: {' '.join(service_text.split()) == ' '.join(bare_text.split())}")
 

@@ -70,9 +70,7 @@ _FORMAT_WHITELIST = ",".join(sorted(ALLOWED_DEMUXERS))
 # Codecs that normally carry a single still picture. Containers usually flag
 # cover art with the attached_pic disposition, but not always, so a stream in
 # one of these codecs only counts as video once it yields a second frame.
-_STILL_IMAGE_CODECS = frozenset(
-    {"bmp", "gif", "jpeg2000", "jpegls", "mjpeg", "png", "tiff", "webp"}
-)
+_STILL_IMAGE_CODECS = frozenset({"bmp", "gif", "jpeg2000", "jpegls", "mjpeg", "png", "tiff", "webp"})
 
 # Probing budget. 500 packets is ~13 s of MP3 or a few seconds of typical
 # video, far more than any sane file needs before its first audio frame, yet
@@ -320,8 +318,7 @@ def probe_media(
         # decode into the odd frame by chance; real audio decodes far more
         # often than it fails, or at least decodes plenty of frames.
         if scan.audio_frames == 0 or (
-            scan.audio_frames < _CONCLUSIVE_AUDIO_FRAMES
-            and scan.audio_frames < scan.audio_errors
+            scan.audio_frames < _CONCLUSIVE_AUDIO_FRAMES and scan.audio_frames < scan.audio_errors
         ):
             raise UnsupportedMedia("audio stream could not be decoded")
         if scan.video_frames < needed:

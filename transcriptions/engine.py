@@ -170,7 +170,7 @@ def _install_bundled_model(bundled: BundledModel, models_dir: Path) -> bool:
     if config_path is None or any(part is None for part in parts):
         missing = [
             f"{item.package}/{item.relative_path}"
-            for item, found in zip((bundled.metadata, *bundled.weight_parts), (config_path, *parts))
+            for item, found in zip((bundled.metadata, *bundled.weight_parts), (config_path, *parts), strict=True)
             if found is None
         ]
         logger.warning("Bundled model %s not installed: missing %s", bundled.name, ", ".join(missing))

@@ -52,8 +52,7 @@ def render(
         return {
             "text": text,
             "segments": [
-                {"start": start, "end": end, "text": body}
-                for start, end, body in map(_segment_fields, result_segments)
+                {"start": start, "end": end, "text": body} for start, end, body in map(_segment_fields, result_segments)
             ],
             "language": language,
         }
@@ -109,9 +108,7 @@ def format_timestamp(seconds: float, decimal_marker: str) -> str:
     """
     if not math.isfinite(seconds):
         raise ValueError(f"Cannot format a timestamp of {seconds!r} seconds")
-    milliseconds = int(
-        (Decimal(repr(float(seconds))) * 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-    )
+    milliseconds = int((Decimal(repr(float(seconds))) * 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     milliseconds = max(0, milliseconds)
     hours, milliseconds = divmod(milliseconds, 3_600_000)
     minutes, milliseconds = divmod(milliseconds, 60_000)

@@ -24,9 +24,7 @@ class Transcription(models.Model):
         VTT = "vtt"
 
     id = models.UUIDField(primary_key=True, default=new_uuid7, editable=False)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="transcriptions"
-    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="transcriptions")
     file = models.ForeignKey("files.File", on_delete=models.CASCADE, related_name="transcriptions")
     # Jobs queued by one request share one inference run.
     batch_id = models.UUIDField(default=new_uuid7, db_index=True)

@@ -303,15 +303,12 @@ def _claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> l
                 # already: the next try would most likely end the same way.
                 _fail_and_refund(
                     job,
-                    f"Transcription failed after {job.attempts} attempts: "
-                    "the worker stopped before it finished",
+                    f"Transcription failed after {job.attempts} attempts: the worker stopped before it finished",
                 )
                 continue
             # The claim. It names the state read above: a job deleted or claimed by another
             # task since then is left alone.
-            taken = Transcription.objects.filter(
-                id=job.id, status=job.status, claim_token=job.claim_token
-            ).update(
+            taken = Transcription.objects.filter(id=job.id, status=job.status, claim_token=job.claim_token).update(
                 status=Status.PROCESSING,
                 claim_token=claim_token,
                 started_at=now,

@@ -27,7 +27,5 @@ def broker_url_choose(redis_url: str) -> str:
     """``redis_url`` when Redis answers there, else the embedded filesystem broker (logged once)."""
     if redis_answers(redis_url):
         return redis_url
-    logger.warning(
-        "Redis at %s does not answer: using the embedded filesystem broker (one machine only)", redis_url
-    )
+    logger.warning("Redis at %s does not answer: using the embedded filesystem broker (one machine only)", redis_url)
     return EMBEDDED_BROKER_URL

@@ -11,4 +11,4 @@ def format_timestamp(value: dt.datetime | None) -> str:
     """UTC ``YYYY-MM-DD HH:MM:SS``; ``None`` ("not yet") is the Unix epoch."""
     if value is None:
         return NOT_YET
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

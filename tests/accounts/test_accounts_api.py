@@ -45,7 +45,10 @@ def test_register_returns_ids_and_opens_a_session(anon: APIClient) -> None:
     ("body", "message"),
     [
         ({"password": PASSWORD}, "Missing username"),
-        ({"username": "ab", "password": PASSWORD}, "Invalid username. Must be 3-20 characters and contain only alphanumeric characters, underscores, or hyphens"),
+        (
+            {"username": "ab", "password": PASSWORD},
+            "Invalid username. Must be 3-20 characters and contain only alphanumeric characters, underscores, or hyphens",
+        ),
         ({"username": "a" * 21, "password": PASSWORD}, "Invalid username. Must be 3-20 characters"),
         ({"username": "bad name", "password": PASSWORD}, "Invalid username."),
         ({"username": "bad/name", "password": PASSWORD}, "Invalid username."),
@@ -53,10 +56,19 @@ def test_register_returns_ids_and_opens_a_session(anon: APIClient) -> None:
         ({"username": "john_doe"}, "Missing password"),
         ({"username": "john_doe", "password": "Sh0rt!"}, "Password must be at least 12 characters long"),
         ({"username": "john_doe", "password": "Aa1!" * 33}, "Password must be at most 128 characters long"),
-        ({"username": "john_doe", "password": "securep@ssw0rd"}, "Password must contain at least 1 uppercase letter(s)"),
-        ({"username": "john_doe", "password": "SECUREP@SSW0RD"}, "Password must contain at least 1 lowercase letter(s)"),
+        (
+            {"username": "john_doe", "password": "securep@ssw0rd"},
+            "Password must contain at least 1 uppercase letter(s)",
+        ),
+        (
+            {"username": "john_doe", "password": "SECUREP@SSW0RD"},
+            "Password must contain at least 1 lowercase letter(s)",
+        ),
         ({"username": "john_doe", "password": "SecureP@ssword"}, "Password must contain at least 1 digit(s)"),
-        ({"username": "john_doe", "password": "SecurePassw0rd"}, "Password must contain at least 1 special character(s)"),
+        (
+            {"username": "john_doe", "password": "SecurePassw0rd"},
+            "Password must contain at least 1 special character(s)",
+        ),
         ({"username": "john_doe", "password": 123456789012}, "Password must contain at least 1 uppercase letter(s)"),
         ({"username": "john_doe", "password": {"a": 1}}, "Invalid password"),
     ],
@@ -127,7 +139,12 @@ def test_login_failures_are_throttled_per_username(anon: APIClient, settings) ->
     settings.LOGIN_MAX_FAILURES = 3
     make_user("john_doe")
     for _ in range(3):
-        assert anon.post("/api/v1/user/login", {"username": "john_doe", "password": "Wrong#Passw0rd"}, format="json").status_code == 401
+        assert (
+            anon.post(
+                "/api/v1/user/login", {"username": "john_doe", "password": "Wrong#Passw0rd"}, format="json"
+            ).status_code
+            == 401
+        )
     blocked = anon.post("/api/v1/user/login", {"username": "john_doe", "password": PASSWORD}, format="json")
     assert blocked.status_code == 429
     assert text(blocked) == "Too many failed login attempts. Try again later"
@@ -160,7 +177,14 @@ def test_missing_or_bad_authorization_is_401(anon: APIClient, api_key: str, sess
     assert response.status_code == 401
     assert text(response) == "Missing valid Authorization header with session or API key"
     assert response["WWW-Authenticate"]
-    for header in ("Bearer nothex", "Bearer " + "0" * 32, "Basic " + "0" * 32, "Basic", "Bearer a b", "Basic dXNlcjpwYXNz"):
+    for header in (
+        "Bearer nothex",
+        "Bearer " + "0" * 32,
+        "Basic " + "0" * 32,
+        "Basic",
+        "Bearer a b",
+        "Basic dXNlcjpwYXNz",
+    ):
         response = anon.get("/api/v1/user/me", HTTP_AUTHORIZATION=header)
         assert response.status_code == 401, header
         assert "\n" not in text(response)
@@ -328,13 +352,22 @@ def test_token_issue_list_use_revoke(client_session: APIClient, anon: APIClient)
 
     listing = client_session.get("/api/v1/user/token").json()["tokens"]
     assert listing == [
-        {"token_id": body["token_id"], "token": f"{raw[:4]}...{raw[-4:]}", "name": "Production API Key", "created_at": listing[0]["created_at"]}
+        {
+            "token_id": body["token_id"],
+            "token": f"{raw[:4]}...{raw[-4:]}",
+            "name": "Production API Key",
+            "created_at": listing[0]["created_at"],
+        }
     ]
     assert anon.get("/api/v1/user/me", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
 
     revoked = client_session.delete(f"/api/v1/user/token/{body['token_id']}")
     assert revoked.status_code == 200
-    assert revoked.json() == {"message": "Token revoked successfully", "token_id": body["token_id"], "token_name": "Production API Key"}
+    assert revoked.json() == {
+        "message": "Token revoked successfully",
+        "token_id": body["token_id"],
+        "token_name": "Production API Key",
+    }
     assert anon.get("/api/v1/user/me", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
 
 

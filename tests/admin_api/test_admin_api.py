@@ -117,7 +117,7 @@ def test_list_has_every_field_of_the_reference(admin_client: APIClient, user: Us
     assert row["token_balance"] == 500
     assert row["price_multiplier"] == 0.8 and isinstance(row["price_multiplier"], float)
     assert row["avatar_uuid"] is None
-    assert row["registered_at"] == user.registered_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    assert row["registered_at"] == user.registered_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     assert set(row["stats"]) == {"last_30_days", "total_storage_bytes", "active_sessions", "api_keys_count"}
     assert set(row["stats"]["last_30_days"]) == {"transcriptions_count", "total_audio_seconds", "files_uploaded"}
     admin_row = next(row for row in body["users"] if row["username"] == "root_admin")

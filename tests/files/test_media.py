@@ -36,8 +36,6 @@ MINIMAL_PDF = (
 )
 
 
-
-
 @pytest.fixture(scope="session")
 def gen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Generate every fixture file once; tests must treat them as read-only."""
@@ -66,7 +64,9 @@ def gen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )  # fmt: skip
     ffmpeg("-t", "2", "-i", JFK, "-c:a", "libopus", "-b:a", "32k", p["speech.ogg"])
     ffmpeg("-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono", "-t", "2", "-c:a", "libmp3lame", p["silence.mp3"])
-    ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=1", "-c:v", "libx264", "-preset", "ultrafast", p["video_only.mkv"])
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=1", "-c:v", "libx264", "-preset", "ultrafast", p["video_only.mkv"]
+    )
     p["doc.pdf"].write_bytes(MINIMAL_PDF)
     p["random.mp3"].write_bytes(random.Random(1).randbytes(200_000))
     p["empty.mp3"].write_bytes(b"")
@@ -108,7 +108,13 @@ def audio_stream_info(path: Path) -> tuple[str, int, int, int | None, float]:
     with av.open(str(path)) as c:
         a = c.streams.audio[0]
         ctx = a.codec_context
-        return ctx.codec.canonical_name, ctx.sample_rate, ctx.channels, a.bit_rate or ctx.bit_rate, c.duration / av.time_base
+        return (
+            ctx.codec.canonical_name,
+            ctx.sample_rate,
+            ctx.channels,
+            a.bit_rate or ctx.bit_rate,
+            c.duration / av.time_base,
+        )
 
 
 def listing(directory: Path) -> set[str]:

@@ -20,8 +20,7 @@ from transcriptions.engine import install_bundled_models
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 JFK_REFERENCE = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
+    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 )
 
 

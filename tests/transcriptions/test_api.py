@@ -113,9 +113,7 @@ def test_a_file_whose_conversion_failed_is_refused(
 # --- Queueing and running ------------------------------------------------------------
 
 
-def test_three_formats_of_jfk_in_one_run(
-    user: User, make_ready_file: MakeFile, queue: Run, anon: APIClient
-) -> None:
+def test_three_formats_of_jfk_in_one_run(user: User, make_ready_file: MakeFile, queue: Run, anon: APIClient) -> None:
     file = make_ready_file(user)
     response = queue({"uuid": file.id.hex, "format": ["verbose_json", "srt", "vtt", "srt"]})
     assert response.status_code == 200, response.content

@@ -38,8 +38,7 @@ from transcriptions.engine import (
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SHARED_JFK = Path("/work/shared/audio/jfk.flac")
 JFK_REFERENCE = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
+    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 )
 
 

@@ -20,8 +20,7 @@ TWO_SEGMENTS = [_Segment(0.0, 3.5, "First segment text."), _Segment(3.5, 8.2, "S
 TWO_SEGMENTS_TEXT = "First segment text. Second segment text."
 
 REFERENCE_SRT = (
-    "1\n00:00:00,000 --> 00:00:03,500\nFirst segment text.\n\n"
-    "2\n00:00:03,500 --> 00:00:08,200\nSecond segment text."
+    "1\n00:00:00,000 --> 00:00:03,500\nFirst segment text.\n\n2\n00:00:03,500 --> 00:00:08,200\nSecond segment text."
 )
 REFERENCE_VTT = (
     "WEBVTT\n\n00:00:00.000 --> 00:00:03.500\nFirst segment text.\n\n"

@@ -115,9 +115,7 @@ def test_the_same_task_retakes_its_job_after_its_worker_died_without_charging_ag
 
 
 @pytest.mark.django_db
-def test_a_job_that_killed_its_worker_too_often_fails_and_is_refunded(
-    user: User, make_ready_file: MakeFile
-) -> None:
+def test_a_job_that_killed_its_worker_too_often_fails_and_is_refunded(user: User, make_ready_file: MakeFile) -> None:
     file = make_ready_file(user)
     attempts = settings.TRANSCRIPTION_MAX_ATTEMPTS
     job = make_job(user, file, status=Status.PROCESSING, claim_token="task-1", attempts=attempts, cost=11)

@@ -45,23 +45,43 @@ class Command(BaseCommand):
         bind = f"{options['host']}:{options['port']}"
         commands = {
             "web": [
-                python, "-m", "gunicorn", "whisper_site.wsgi:application",
-                "--bind", bind,
-                "--workers", str(options["web_workers"]),
-                "--worker-class", "gthread", "--threads", "4",
+                python,
+                "-m",
+                "gunicorn",
+                "whisper_site.wsgi:application",
+                "--bind",
+                bind,
+                "--workers",
+                str(options["web_workers"]),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
                 # gthread workers heartbeat beside the request, so a long
                 # upload is not mistaken for a hung worker.
-                "--timeout", "120",
-                "--access-logfile", "-",
+                "--timeout",
+                "120",
+                "--access-logfile",
+                "-",
             ],
             "worker": [
-                python, "-m", "celery", "-A", "whisper_site", "worker",
-                "--loglevel", "INFO",
-                "--concurrency", str(settings.CELERY_WORKER_CONCURRENCY),
-                "--without-mingle", "--without-gossip",
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "whisper_site",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(settings.CELERY_WORKER_CONCURRENCY),
+                "--without-mingle",
+                "--without-gossip",
                 # One embedded beat for the job recovery schedule: `make run`
                 # starts one worker (compose runs beat as its own service).
-                "-B", "--schedule", str(settings.DATA_DIR / "celerybeat-schedule"),
+                "-B",
+                "--schedule",
+                str(settings.DATA_DIR / "celerybeat-schedule"),
             ],
         }
         children: dict[str, subprocess.Popen[bytes]] = {}

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import redis
-from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
@@ -145,10 +144,24 @@ def e2e(
         log = log_path.open("wb")
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "whisper_site", "worker",
-                "--pool", "prefork", "--concurrency", str(concurrency),
-                "-Q", queue, "-n", f"{name}{len(workers)}-{queue}@%h",
-                "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "whisper_site",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                str(concurrency),
+                "-Q",
+                queue,
+                "-n",
+                f"{name}{len(workers)}-{queue}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
             ],  # fmt: skip
             cwd=ROOT,
             env={**env, "CELERY_WORKER_CONCURRENCY": str(concurrency)},

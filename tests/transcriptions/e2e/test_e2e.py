@@ -93,9 +93,7 @@ def test_a_user_with_5_tokens_gets_the_insufficient_balance_failure(e2e: E2E) ->
     assert balance(user) == 5
 
 
-def test_video_and_opus_uploads_transcribe_and_ggml_base_detects_the_language(
-    e2e: E2E, media_dir: Path
-) -> None:
+def test_video_and_opus_uploads_transcribe_and_ggml_base_detects_the_language(e2e: E2E, media_dir: Path) -> None:
     video = media_dir / "jfk.mp4"
     ffmpeg(
         "-f", "lavfi", "-i", "color=c=navy:s=160x120:r=10:d=11", "-i", str(DATA_DIR / "jfk.flac"),
