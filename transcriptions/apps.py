@@ -15,11 +15,9 @@ class TranscriptionsConfig(AppConfig):
 
         file_signals.file_ready.connect(receivers.on_file_ready, dispatch_uid="transcriptions.file_ready")
         file_signals.file_failed.connect(receivers.on_file_failed, dispatch_uid="transcriptions.file_failed")
-        # A conversion that stores the WAV before the MP3/MP4 announces it with this signal
-        # (where the files app sends it): waiting jobs start then, not after the MP3/MP4.
-        file_audio_ready = getattr(file_signals, "file_audio_ready", None)
-        if file_audio_ready is not None:
-            file_audio_ready.connect(receivers.on_file_ready, dispatch_uid="transcriptions.file_audio_ready")
+        # The conversion stores the WAV before the MP3/MP4 and announces it: waiting jobs
+        # start then, not after the MP3/MP4.
+        file_signals.file_audio_ready.connect(receivers.on_file_ready, dispatch_uid="transcriptions.file_audio_ready")
         # Connected here, before Celery starts the worker: Django is set up (and this runs)
         # while the worker imports the task modules, before worker_init is sent.
         worker_init.connect(worker.on_worker_init, dispatch_uid="transcriptions.worker_init", weak=False)
