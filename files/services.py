@@ -18,7 +18,7 @@ from django.utils import timezone
 from accounts.models import User
 from files import media
 from files.filenames import MAX_FILENAME_CHARS, filename_clean, filename_for_upload
-from files.images import NotAnImage, probe_image
+from files.images import ImageInfo, NotAnImage, probe_image
 from files.models import File
 from files.selectors import NOT_FOUND_MESSAGE, file_get_owned
 from files.signals import file_audio_ready, file_failed, file_ready
@@ -463,24 +463,28 @@ def _as_streamed(upload: UploadedFile) -> StreamedUpload:
     )
 
 
-def avatar_validate(*, upload: UploadedFile) -> None:
-    """Check an avatar before anything is written: at most ``AVATAR_MAX_BYTES``, a real image."""
+def _avatar_checked(upload: UploadedFile) -> tuple[StreamedUpload, ImageInfo]:
+    """``upload`` on disk with its digest, and the picture it holds; 400 when it is no avatar."""
     part = _as_streamed(upload)
     if part.too_large or part.size > settings.AVATAR_MAX_BYTES:
         raise ApplicationError(avatar_too_large_message(), 400)
     if part.size == 0:
         raise ApplicationError(AVATAR_NOT_IMAGE_MESSAGE, 400)
     try:
-        probe_image(part.temporary_file_path())
+        image = probe_image(part.temporary_file_path())
     except NotAnImage:
         raise ApplicationError(AVATAR_NOT_IMAGE_MESSAGE, 400) from None
+    return part, image
+
+
+def avatar_validate(*, upload: UploadedFile) -> None:
+    """Check an avatar before anything is written: at most ``AVATAR_MAX_BYTES``, a real image."""
+    _avatar_checked(upload)
 
 
 def avatar_replace(*, user: User, upload: UploadedFile) -> File:
     """Store ``upload`` as the user's avatar (a ready file of kind image) and delete the previous one."""
-    part = _as_streamed(upload)
-    avatar_validate(upload=part)
-    image = probe_image(part.temporary_file_path())
+    part, image = _avatar_checked(upload)
     digest = part.blake3_hex
     assert digest is not None
 
