@@ -31,7 +31,7 @@ from files.storage import (
     storage_put_upload,
     worker_temp_dir,
 )
-from files.uploads import StreamedUpload, avatar_too_large_message
+from files.uploads import StreamedUpload, avatar_too_large_message, streamed_upload_from
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import new_uuid7
 
@@ -434,33 +434,7 @@ def _as_streamed(upload: UploadedFile) -> StreamedUpload:
     """An upload that did not come through HashingUploadHandler, hashed onto disk the same way."""
     if isinstance(upload, StreamedUpload):
         return upload
-    from blake3 import blake3
-
-    hasher = blake3()
-    # Handed to the StreamedUpload, which deletes it when closed.
-    temp = tempfile.NamedTemporaryFile(prefix="upload-", suffix=".part", dir=worker_temp_dir())  # noqa: SIM115
-    size = 0
-    too_large = False
-    for chunk in upload.chunks():
-        size += len(chunk)
-        if size > settings.AVATAR_MAX_BYTES:
-            too_large = True
-            break
-        hasher.update(chunk)
-        temp.write(chunk)
-    temp.flush()
-    if too_large:
-        temp.close()
-    return StreamedUpload(
-        temp=None if too_large else temp,
-        name=upload.name or "avatar",
-        content_type=upload.content_type or "",
-        size=size,
-        charset=None,
-        content_type_extra=None,
-        digest=None if too_large else hasher.hexdigest(),
-        too_large=too_large,
-    )
+    return streamed_upload_from(upload, limit=settings.AVATAR_MAX_BYTES, name=upload.name or "avatar")
 
 
 def _avatar_checked(upload: UploadedFile) -> tuple[StreamedUpload, ImageInfo]:

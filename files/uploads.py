@@ -162,6 +162,34 @@ class _PartWriter:
             self.temp = None
 
 
+def streamed_upload_from(upload: UploadedFile, *, limit: int, name: str) -> StreamedUpload:
+    """An upload that no handler of ours received, as a :class:`StreamedUpload`.
+
+    Its bytes go through the same writer as a streamed part: hashed and
+    written to a temporary file, and dropped past ``limit`` (``too_large``).
+    """
+    writer = _PartWriter(limit=limit)
+    try:
+        for chunk in upload.chunks():
+            writer(memoryview(chunk))
+            if writer.too_large:
+                break
+        digest = writer.finish()
+    except BaseException:
+        writer.discard()
+        raise
+    return StreamedUpload(
+        temp=writer.temp,
+        name=name,
+        content_type=upload.content_type or "",
+        size=writer.size,
+        charset=upload.charset,
+        content_type_extra=upload.content_type_extra,
+        digest=digest,
+        too_large=writer.too_large,
+    )
+
+
 class HashingUploadHandler(FileUploadHandler):
     """Parses a whole multipart body; parts named one of ``field_names`` become :class:`StreamedUpload`.
 
