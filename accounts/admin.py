@@ -73,9 +73,10 @@ class SessionStateFilter(admin.SimpleListFilter):
         return [("active", "Active"), ("ended", "Ended"), ("expired", "Expired")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[UserSession]) -> QuerySet[UserSession]:
-        cutoff = timezone.now() - UserSession.lifetime()
+        now = timezone.now()
+        cutoff = now - UserSession.lifetime()
         if self.value() == "active":
-            return queryset.filter(ended_at__isnull=True, created_at__gt=cutoff)
+            return queryset.filter(UserSession.active_q(now))
         if self.value() == "ended":
             return queryset.filter(ended_at__isnull=False)
         if self.value() == "expired":

@@ -71,12 +71,7 @@ class SessionIdAuthentication(BaseAuthentication):
         raw = raw.replace("-", "") if len(raw) == 36 else raw
         if not _HEX32.fullmatch(raw):
             raise exceptions.AuthenticationFailed("Invalid or expired session")
-        now = timezone.now()
-        session = (
-            UserSession.objects.select_related("user")
-            .filter(id=raw, ended_at__isnull=True, created_at__gt=now - UserSession.lifetime())
-            .first()
-        )
+        session = UserSession.objects.select_related("user").filter(UserSession.active_q(), id=raw).first()
         if session is None or not session.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or expired session")
         return session.user, session

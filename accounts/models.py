@@ -101,6 +101,12 @@ class UserSession(models.Model):
         now = now or timezone.now()
         return self.ended_at is None and self.expires_at > now
 
+    @classmethod
+    def active_q(cls, now: dt.datetime | None = None) -> models.Q:
+        """:meth:`is_active` as a filter: not ended and within the lifetime at ``now``."""
+        now = now or timezone.now()
+        return models.Q(ended_at__isnull=True, created_at__gt=now - cls.lifetime())
+
 
 class ApiKey(models.Model):
     """An API key. Only its SHA-256 digest is stored, beside 4+4 characters for listings."""

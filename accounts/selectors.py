@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from accounts.models import ApiKey, User, UserSession
 
 
 def session_list_active(*, user: User) -> QuerySet[UserSession]:
     """Sessions that have not ended and are within their lifetime, newest first."""
-    return UserSession.objects.filter(
-        user=user, ended_at__isnull=True, created_at__gt=timezone.now() - UserSession.lifetime()
-    ).order_by("-created_at")
+    return UserSession.objects.filter(UserSession.active_q(), user=user).order_by("-created_at")
 
 
 def api_key_list(*, user: User) -> QuerySet[ApiKey]:

@@ -91,7 +91,7 @@ def user_stats_annotate(queryset: QuerySet[User], *, now: dt.datetime | None = N
     since = now - STATS_WINDOW
     completed_recently = Transcription.objects.filter(status=Transcription.Status.COMPLETED, created_at__gte=since)
     uploads_recently = File.objects.filter(uploaded_at__gte=since).exclude(kind=File.Kind.IMAGE)
-    active_sessions = UserSession.objects.filter(ended_at__isnull=True, created_at__gt=now - UserSession.lifetime())
+    active_sessions = UserSession.objects.filter(UserSession.active_q(now))
     return queryset.annotate(
         stat_transcriptions_count=_count(completed_recently, "owner"),
         stat_total_audio_seconds=_sum(completed_recently, "owner", "audio_seconds"),
