@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from files.models import File
+from files.selectors import NOT_FOUND_MESSAGE as FILE_NOT_FOUND_MESSAGE
 from files.selectors import file_get_owned, file_wav_local_path
 from transcriptions import engine, formats, worker
 from transcriptions.models import Transcription
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 Status = Transcription.Status
 
 DEFAULT_FORMAT = "verbose_json"
-FILE_NOT_FOUND_MESSAGE = "File not found or access denied"
 NOT_FOUND_OR_DENIED_MESSAGE = "Transcription not found or access denied"
 # The hard time limit is this much longer than the soft one: time for the soft limit's
 # handler to record the failure before the process is killed.
