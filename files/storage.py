@@ -70,11 +70,8 @@ def storage_put(*, name: str, path: Path) -> str:
     the same name: an earlier object under it is replaced, not kept beside a
     suffixed copy. With a local storage the file is moved, not copied.
     """
-    if default_storage.exists(name):
-        default_storage.delete(name)
     with LocalFile(path) as content:
-        stored = default_storage.save(name, content)
-    return stored
+        return storage_put_upload(name=name, upload=content)
 
 
 def storage_put_upload(*, name: str, upload: Any) -> str:
