@@ -376,21 +376,16 @@ def _failure_reason(exc: Exception, *, file: File, job: Transcription) -> str | 
 
 def _complete(*, batch_id: uuid.UUID, claim_token: str, rendered: dict[str, Any], language: str) -> int:
     now = timezone.now()
-    completed = 0
+    # A job deleted meanwhile, or taken over by the recovery, is not touched: each UPDATE
+    # names the state and the claim.
+    jobs = Transcription.objects.filter(batch_id=batch_id, status=Status.PROCESSING, claim_token=claim_token)
     with transaction.atomic():
-        jobs = Transcription.objects.filter(batch_id=batch_id, status=Status.PROCESSING, claim_token=claim_token)
-        for job_id, fmt in jobs.values_list("id", "format"):
-            # A job deleted meanwhile, or taken over by the recovery, is not touched.
-            completed += Transcription.objects.filter(
-                id=job_id, status=Status.PROCESSING, claim_token=claim_token
-            ).update(
-                status=Status.COMPLETED,
-                data=rendered[fmt],
-                detected_language=language,
-                processed_at=now,
-                error="",
+        return sum(
+            jobs.filter(format=fmt).update(
+                status=Status.COMPLETED, data=data, detected_language=language, processed_at=now, error=""
             )
-    return completed
+            for fmt, data in rendered.items()
+        )
 
 
 def transcription_batch_fail(*, batch_id: uuid.UUID, claim_token: str, error: str) -> int:
