@@ -32,6 +32,7 @@ from files.storage import (
     worker_temp_dir,
 )
 from files.uploads import StreamedUpload, avatar_too_large_message, streamed_upload_from
+from whisper_site.celery import task_time_limits
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import new_uuid7
 
@@ -45,7 +46,6 @@ AVATAR_NOT_IMAGE_MESSAGE = "Avatar must be an image (PNG, JPEG, GIF or WebP)"
 # ffmpeg and records the failure; the hard limit is the backstop.
 CONVERT_BASE_SECONDS = 120
 CONVERT_SECONDS_PER_MEDIA_SECOND = {File.Kind.AUDIO: 1.0, File.Kind.VIDEO: 4.0}
-CONVERT_HARD_EXTRA_SECONDS = 60
 
 # Names of the objects a conversion writes, under the file's prefix: fixed,
 # so that a second run of the task writes the same names.
@@ -93,13 +93,9 @@ def _existed(file: File) -> UploadResult:
 def convert_time_limits(*, kind: str, duration: float) -> tuple[int, int]:
     """Celery's (soft, hard) time limits for converting a file of ``kind`` and ``duration``.
 
-    Capped below the broker's visibility timeout: past it Redis would hand
-    the unacknowledged message to a second worker while the first still runs.
+    Capped below the broker's visibility timeout (``task_time_limits``).
     """
-    soft = int(CONVERT_BASE_SECONDS + CONVERT_SECONDS_PER_MEDIA_SECOND.get(kind, 4.0) * duration)
-    visibility = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600))
-    soft = max(1, min(soft, visibility - 2 * CONVERT_HARD_EXTRA_SECONDS))
-    return soft, soft + CONVERT_HARD_EXTRA_SECONDS
+    return task_time_limits(soft=CONVERT_BASE_SECONDS + CONVERT_SECONDS_PER_MEDIA_SECOND.get(kind, 4.0) * duration)
 
 
 def file_convert_enqueue(*, file: File) -> None:

@@ -41,6 +41,7 @@ from files.selectors import file_get_owned, file_wav_local_path
 from transcriptions import engine, formats, worker
 from transcriptions.models import Transcription
 from transcriptions.selectors import model_names
+from whisper_site.celery import task_time_limits
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import new_uuid7, parse_uuid
 
@@ -50,12 +51,6 @@ Status = Transcription.Status
 
 DEFAULT_FORMAT = "verbose_json"
 NOT_FOUND_OR_DENIED_MESSAGE = "Transcription not found or access denied"
-# The hard time limit is this much longer than the soft one: time for the soft limit's
-# handler to record the failure before the process is killed.
-HARD_LIMIT_EXTRA_SECONDS = 60
-# The visibility timeout must stay this much longer than the hard time limit, so that Redis
-# never hands a job that is still running to a second worker.
-VISIBILITY_MARGIN_SECONDS = 60
 
 
 # --- Prices and limits ---------------------------------------------------------------
@@ -83,14 +78,10 @@ def time_limits(*, duration: float) -> tuple[int, int]:
     stays below the broker's visibility timeout (see docs/transcription.md for the longest
     audio this allows).
     """
-    soft = int(
-        settings.TRANSCRIPTION_TIME_LIMIT_BASE_SECONDS
+    return task_time_limits(
+        soft=settings.TRANSCRIPTION_TIME_LIMIT_BASE_SECONDS
         + settings.TRANSCRIPTION_TIME_LIMIT_PER_AUDIO_SECOND * max(0.0, duration)
     )
-    visibility = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600))
-    ceiling = visibility - VISIBILITY_MARGIN_SECONDS - HARD_LIMIT_EXTRA_SECONDS
-    soft = max(1, min(soft, ceiling))
-    return soft, soft + HARD_LIMIT_EXTRA_SECONDS
 
 
 def insufficient_balance_message(*, required: int, available: int) -> str:

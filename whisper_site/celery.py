@@ -11,3 +11,25 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whisper_site.settings")
 app = Celery("whisper_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The hard time limit is this much longer than the soft one: time for the soft limit's
+# handler to record the failure before the process is killed.
+HARD_LIMIT_EXTRA_SECONDS = 60
+# The visibility timeout must stay this much longer than the hard time limit, so that Redis
+# never hands a task that is still running to a second worker.
+VISIBILITY_MARGIN_SECONDS = 60
+
+
+def task_time_limits(*, soft: float) -> tuple[int, int]:
+    """Celery's (soft, hard) time limits of a task given ``soft`` seconds: hard = soft + 60 s.
+
+    Both are capped so that the hard limit stays below the broker's visibility timeout
+    (``acks_late`` tasks): past it Redis would hand the unacknowledged message to a second
+    worker while the first still runs.
+    """
+    from django.conf import settings
+
+    visibility = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600))
+    ceiling = visibility - VISIBILITY_MARGIN_SECONDS - HARD_LIMIT_EXTRA_SECONDS
+    capped = max(1, min(int(soft), ceiling))
+    return capped, capped + HARD_LIMIT_EXTRA_SECONDS
