@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sized
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -100,13 +99,7 @@ class TranscriptionAdmin(admin.ModelAdmin):
         ids = list(queryset.filter(status=Transcription.Status.FAILED).values_list("pk", flat=True))
         skipped = queryset.count() - len(ids)
         if ids:
-            result = transcription_requeue(transcription_ids=ids)
-            if isinstance(result, int):
-                count = result
-            elif isinstance(result, Sized):
-                count = len(result)
-            else:
-                count = len(ids)
+            count = transcription_requeue(transcription_ids=ids)
             self.message_user(request, f"Re-queued {count} failed transcription(s).", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} transcription(s) that had not failed.", messages.WARNING)
