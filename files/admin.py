@@ -65,10 +65,6 @@ class FileAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[File]) -> None:
         # The rows go with their transcriptions (cascade); the stored MP3/MP4
         # and WAV are deleted once that commits, as DELETE /file does.
-        from files.services import file_storage_names, storage_delete_on_commit
+        from files.services import file_delete_many
 
-        names: list[str] = []
-        for file in queryset.only("original_name", "media_name", "wav_name"):
-            names.extend(file_storage_names(file))
-        queryset.delete()
-        storage_delete_on_commit(names)
+        file_delete_many(files=queryset)

@@ -13,6 +13,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
@@ -412,13 +413,18 @@ def file_delete(*, user: User, file_id: uuid.UUID) -> File:
     return file
 
 
+def file_delete_many(*, files: QuerySet[File]) -> None:
+    """Delete ``files`` with their transcriptions; their stored objects go once the deletion commits."""
+    names: list[str] = []
+    for file in files.only("original_name", "media_name", "wav_name"):
+        names.extend(file_storage_names(file))
+    files.delete()
+    storage_delete_on_commit(names)
+
+
 def file_delete_all_for_user(*, user: User) -> None:
     """Delete every file of ``user`` (avatar included) with its stored objects and transcriptions."""
-    names: list[str] = []
-    for file in File.objects.filter(owner=user).only("original_name", "media_name", "wav_name"):
-        names.extend(file_storage_names(file))
-    File.objects.filter(owner=user).delete()
-    storage_delete_on_commit(names)
+    file_delete_many(files=File.objects.filter(owner=user))
 
 
 # --------------------------------------------------------------------------
