@@ -90,7 +90,8 @@ def test_operator_changes_a_balance_and_the_api_shows_it(live_server: Any, brows
     browser.find_element(By.NAME, "username").send_keys("operator")
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_for(browser, "#site-name")
+    # The login page has the site header too: wait for what only a logged-in page has.
+    wait_for(browser, "#logout-form")
     assert "Log out" in browser.page_source
 
     browser.get(f"{live_server.url}/admin/accounts/user/{alice.pk}/change/")
