@@ -230,16 +230,15 @@ def _temp_path(models_dir: Path, target: Path) -> Path:
 def _link_or_copy_atomically(source: Path, target: Path, models_dir: Path) -> None:
     temp = _temp_path(models_dir, target)
     try:
-        try:
-            # A hard link costs no disk space. It is safe because nothing writes to
-            # installed files in place: every update goes through os.replace.
-            os.link(source, temp)
-        except OSError:
-            # Another filesystem, or one without hard links: fall back to a copy.
-            with source.open("rb") as reader, temp.open("xb") as writer:
-                shutil.copyfileobj(reader, writer, length=1024 * 1024)
-                writer.flush()
-                os.fsync(writer.fileno())
+        # A hard link costs no disk space. It is safe because nothing writes to
+        # installed files in place: every update goes through os.replace.
+        os.link(source, temp)
+    except OSError:
+        # Another filesystem, or one without hard links: a copy, written and renamed
+        # the way the parts of a model are joined.
+        _concatenate_atomically([source], target, models_dir)
+        return
+    try:
         os.replace(temp, target)
     finally:
         # rename() does nothing when both names already link to the same file (a

@@ -151,6 +151,24 @@ def test_interrupted_install_is_repaired(tmp_path: Path) -> None:
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ggml-base", "ggml-tiny.en"]
 
 
+def test_install_copies_where_hard_links_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A models folder on another filesystem than site-packages: a fault this machine
+    # cannot cause, so os.link is made to fail as it would there (EXDEV).
+    def cross_device(source: object, target: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(engine.os, "link", cross_device)
+    assert install_bundled_models(tmp_path) == ["ggml-tiny.en", "ggml-base"]
+    (part,) = BUNDLED_MODELS["ggml-tiny.en"].weight_parts
+    original = part.locate()
+    assert original is not None
+    installed = tmp_path / "ggml-tiny.en" / "model.bin"
+    assert installed.read_bytes() == original.read_bytes()
+    assert not installed.samefile(original)  # a copy, not a link
+    assert list(available_models(tmp_path)) == ["ggml-base", "ggml-tiny.en"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ggml-base", "ggml-tiny.en"]
+
+
 def test_concurrent_installs_are_safe(tmp_path: Path) -> None:
     barrier = threading.Barrier(3)
     results: list[list[str]] = []
