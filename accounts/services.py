@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.authentication import api_key_digest
@@ -212,3 +213,41 @@ def api_key_revoke(*, user: User, key_id: uuid.UUID) -> ApiKey:
         raise ApplicationError("Token not found or access denied", 404)
     api_key.delete()
     return api_key
+
+
+# --- The token balance ---------------------------------------------------------------
+# Every change of a balance goes through these functions: each is one conditional
+# UPDATE computed in the database (F()), so concurrent changes never lose one another.
+
+
+class InsufficientBalance(Exception):
+    """The balance does not cover a charge; nothing was taken."""
+
+    def __init__(self, *, required: int, available: int) -> None:
+        super().__init__(f"Insufficient token balance. Required: {required}, Available: {available}")
+        self.required = required
+        self.available = available
+
+
+def balance_charge(*, user_id: uuid.UUID, amount: int) -> None:
+    """Take ``amount`` tokens from the user's balance, or raise :class:`InsufficientBalance`.
+
+    Race: two jobs of one user charged at once by different workers. The UPDATE only
+    succeeds while the balance covers the amount, and the database serialises the two
+    UPDATEs of the user's row, so the second sees the first one's result: the balance
+    can never go below zero (the CHECK constraint is the backstop).
+    """
+    if amount <= 0:
+        return
+    charged = User.objects.filter(pk=user_id, token_balance__gte=amount).update(
+        token_balance=F("token_balance") - amount
+    )
+    if not charged:
+        available = User.objects.values_list("token_balance", flat=True).filter(pk=user_id).first() or 0
+        raise InsufficientBalance(required=amount, available=available)
+
+
+def balance_refund(*, user_id: uuid.UUID, amount: int) -> None:
+    """Give back ``amount`` tokens taken by :func:`balance_charge`."""
+    if amount > 0:
+        User.objects.filter(pk=user_id).update(token_balance=F("token_balance") + amount)

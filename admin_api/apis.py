@@ -20,8 +20,8 @@ from rest_framework.response import Response
 
 from accounts.models import User
 from admin_api import selectors, services
-from admin_api.schema import AUTH_ERRORS, plain_text_errors
 from whisper_site.identifiers import parse_uuid
+from whisper_site.openapi import AUTH_ERRORS, plain_text_errors
 from whisper_site.pagination import page_request, paginate
 from whisper_site.request_body import body_object
 from whisper_site.timestamps import format_timestamp

@@ -24,47 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+
+from whisper_site.openapi import ADMIN_ERRORS, AUTH_ERRORS, PLAIN_TEXT
 
 CONTRACT_PATH = Path(__file__).with_name("api_contract.yaml")
 API_PREFIX = "/api/v1"
-PLAIN_TEXT = "text/plain"
-AUTH_ERRORS = [
-    (401, "Missing valid Authorization header with session or API key"),
-    (401, "Invalid API key"),
-    (401, "Invalid or expired session"),
-]
-ADMIN_ERRORS = [(403, "Access denied. Admin privileges required")]
 SECURITY_REQUIRED = [{"apiKey": []}, {"sessionId": []}]
-
-
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "accounts.authentication.ApiKeyAuthentication"
-    name = "apiKey"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "An API key from `POST /user/token`: `Authorization: Bearer <32 hex digits>`.",
-        }
-
-
-class SessionIdAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "accounts.authentication.SessionIdAuthentication"
-    name = "sessionId"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        # Not HTTP Basic: the credential is the raw session id, not base64(user:password).
-        return {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Authorization",
-            "description": "A session from `POST /user/login`: enter `Basic <session_id>` (raw hex, no base64).",
-        }
 
 
 class ContractAutoSchema(AutoSchema):
@@ -88,24 +54,6 @@ class ContractAutoSchema(AutoSchema):
         if not any(hasattr(view, name) for name in ("get_serializer", "get_serializer_class", "serializer_class")):
             return None
         return super()._get_serializer()
-
-
-def plain_text_errors(*errors: tuple[int, str]) -> dict[tuple[int, str], OpenApiResponse]:
-    """``extend_schema`` responses for one-line ``text/plain`` errors, grouped by status."""
-    by_status: dict[int, list[str]] = {}
-    for status, message in errors:
-        by_status.setdefault(status, []).append(message)
-    return {
-        (status, PLAIN_TEXT): OpenApiResponse(
-            response=OpenApiTypes.STR,
-            description="One line of plain text: " + "; ".join(f'"{m}"' for m in messages),
-            examples=[
-                OpenApiExample(f"{status}-{index}", value=message, status_codes=[str(status)], response_only=True)
-                for index, message in enumerate(messages, start=1)
-            ],
-        )
-        for status, messages in by_status.items()
-    }
 
 
 # --- the post-processing hook -------------------------------------------------

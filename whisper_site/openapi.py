@@ -1,0 +1,107 @@
+"""Pieces of the OpenAPI 3 document served at ``/api/v1/schema`` that every app shares.
+
+drf-spectacular builds the document from the routers, the ViewSets and their
+input and output serializers. This module adds what it cannot know:
+
+- security schemes for our two auth classes (``Bearer <api-key>`` and
+  ``Basic <session-id>``);
+- :func:`plain_text_errors`, the ``extend_schema`` responses of one-line
+  ``text/plain`` errors, with the reference's messages as examples;
+- :func:`uuid_path_parameter`, a path id with its documented pattern;
+- :func:`api_document`, a post-processing hook that writes each path once
+  without its optional trailing slash and describes the API as a whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
+
+PLAIN_TEXT = "text/plain"
+AUTH_ERRORS = [
+    (401, "Missing valid Authorization header with session or API key"),
+    (401, "Invalid API key"),
+    (401, "Invalid or expired session"),
+]
+ADMIN_ERRORS = [(403, "Access denied. Admin privileges required")]
+# 32 lowercase or uppercase hex digits, or the hyphenated 8-4-4-4-12 form.
+UUID_PATTERN = r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from `POST /user/token`: `Authorization: Bearer <32 hex digits>`.",
+        }
+
+
+class SessionIdAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.SessionIdAuthentication"
+    name = "sessionId"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        # Not HTTP Basic: the credential is the raw session id, not base64(user:password).
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "A session from `POST /user/login`: enter `Basic <session_id>` (raw hex, no base64).",
+        }
+
+
+def plain_text_errors(*errors: tuple[int, str]) -> dict[tuple[int, str], OpenApiResponse]:
+    """``extend_schema`` responses for one-line ``text/plain`` errors, grouped by status."""
+    by_status: dict[int, list[str]] = {}
+    for status, message in errors:
+        by_status.setdefault(status, []).append(message)
+    return {
+        (status, PLAIN_TEXT): OpenApiResponse(
+            response=OpenApiTypes.STR,
+            description="One line of plain text: " + "; ".join(f'"{m}"' for m in messages),
+            examples=[
+                OpenApiExample(f"{status}-{index}", value=message, status_codes=[str(status)], response_only=True)
+                for index, message in enumerate(messages, start=1)
+            ],
+        )
+        for status, messages in sorted(by_status.items())
+    }
+
+
+def uuid_path_parameter(name: str, description: str) -> OpenApiParameter:
+    """A path id as the API takes it: 32 hex digits, or the hyphenated form."""
+    return OpenApiParameter(
+        name,
+        OpenApiTypes.STR,
+        OpenApiParameter.PATH,
+        description=description,
+        pattern=UUID_PATTERN,
+    )
+
+
+def api_document(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """``POSTPROCESSING_HOOKS`` entry: one path per route, and the API's own description.
+
+    Routes accept an optional trailing slash; the document writes each path
+    once, as the reference does, without it.
+    """
+    paths: dict[str, Any] = {}
+    for path, item in result.get("paths", {}).items():
+        paths.setdefault(path.rstrip("/") or "/", {}).update(item)
+    result["paths"] = paths
+    result.setdefault("info", {})["description"] = (
+        "Self-hosted Whisper transcription: accounts, files, transcriptions and admin.\n\n"
+        "Every success body is JSON. **Every error is one line of `text/plain`** with the "
+        "status code shown (never JSON, never HTML). Identifiers are UUIDv7 written as 32 "
+        "lowercase hex digits; timestamps are UTC `YYYY-MM-DD HH:MM:SS`.\n\n"
+        "Authenticate with `Authorization: Bearer <api-key>` or `Authorization: Basic <session-id>` "
+        "(the raw session id, no base64)."
+    )
+    return result
