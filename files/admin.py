@@ -6,8 +6,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from admin_api.changelist import LargeTablePaginator, search_by_id_or_owner
 from files.models import File
+from whisper_site.admin_changelist import LargeTablePaginator, search_by_id_or_owner
 
 
 @admin.register(File)

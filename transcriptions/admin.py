@@ -9,8 +9,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from admin_api.changelist import LargeTablePaginator, search_by_id_or_owner
 from transcriptions.models import Transcription
+from whisper_site.admin_changelist import LargeTablePaginator, search_by_id_or_owner
 
 ERROR_PREVIEW_CHARS = 80
 DATA_PREVIEW_CHARS = 2000

@@ -16,9 +16,9 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts import services as account_services
 from accounts.models import ApiKey, User, UserSession
-from admin_api import changelist
 from files.models import File
 from transcriptions.models import Transcription
+from whisper_site import admin_changelist
 
 pytestmark = pytest.mark.django_db
 _n = itertools.count()
@@ -251,13 +251,13 @@ def test_large_table_paginator_estimates_only_unfiltered_postgres_lists(
 ) -> None:
     for _ in range(3):
         add_file(carol)
-    monkeypatch.setattr(changelist, "EXACT_COUNT_UP_TO", 0)
+    monkeypatch.setattr(admin_changelist, "EXACT_COUNT_UP_TO", 0)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE files_file")
-    paginator = changelist.LargeTablePaginator(File.objects.order_by("-uploaded_at"), 2)
+    paginator = admin_changelist.LargeTablePaginator(File.objects.order_by("-uploaded_at"), 2)
     assert paginator.count == 3  # exact on SQLite; the (fresh) estimate on PostgreSQL
-    filtered = changelist.LargeTablePaginator(File.objects.filter(owner=carol).order_by("-uploaded_at"), 2)
+    filtered = admin_changelist.LargeTablePaginator(File.objects.filter(owner=carol).order_by("-uploaded_at"), 2)
     assert filtered.count == 3 and filtered.num_pages == 2
 
 
