@@ -2,37 +2,114 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm, BaseUserCreationForm, UserChangeForm
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import ApiKey, User, UserSession
+from accounts.services import password_validate, username_validate
 from admin_api.selectors import user_stats_get
 from whisper_site.admin_changelist import LargeTablePaginator, search_by_id_or_owner
+from whisper_site.errors import ApplicationError
+
+
+class PasswordRulesMixin:
+    """A new password must pass the API's rules (``password_validate``), with the API's messages.
+
+    Goes first among a Django password form's bases: it runs before Django's own
+    ``AUTH_PASSWORD_VALIDATORS``, and not when the operator disables password logins.
+    """
+
+    def validate_password_for_user(self, user: User, password_field_name: str = "password2", **kwargs: Any) -> None:
+        password = self.cleaned_data.get(password_field_name)
+        if password and self.cleaned_data.get("set_usable_password", True):
+            try:
+                password_validate(password=password)
+            except ApplicationError as error:
+                self.add_error(password_field_name, error.message)
+        super().validate_password_for_user(user, password_field_name=password_field_name, **kwargs)
+
+
+class UserAddForm(PasswordRulesMixin, BaseUserCreationForm):
+    """The "Add user" page: a username and a password typed twice, checked as registration checks them."""
+
+    class Meta(BaseUserCreationForm.Meta):
+        model = User
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"]
+        try:
+            username_validate(username=username)
+        except ApplicationError as error:
+            raise ValidationError(error.message) from None
+        if User.objects.filter(username__iexact=username).exists():
+            raise ValidationError("Username already exists")
+        return username
+
+
+class UserEditForm(UserChangeForm):
+    """The change page: the password as Django's read-only hash summary, with a link to change it."""
+
+    class Meta(UserChangeForm.Meta):
+        model = User
+
+
+class UserPasswordForm(PasswordRulesMixin, AdminPasswordChangeForm):
+    """The change-password page (``<id>/password/``); the password is hashed by ``PASSWORD_HASHERS``."""
+
+    def save(self, commit: bool = True) -> User:
+        with transaction.atomic():
+            user = super().save(commit=commit)
+            if commit:
+                # As a password change through PATCH /user/me ends the user's other
+                # sessions: whoever logged in with the old password is logged out.
+                # API keys stay (revoke them on the API keys page).
+                UserSession.objects.filter(user=user, ended_at__isnull=True).update(ended_at=timezone.now())
+        return user
 
 
 @admin.register(User)
-class UserAdmin(admin.ModelAdmin):
+class UserAdmin(DjangoUserAdmin):
+    # Django's UserAdmin brings the add form's template, the change-password view
+    # and the refusal of lookups on the password hash.
+    form = UserEditForm
+    add_form = UserAddForm
+    change_password_form = UserPasswordForm
     list_display = ("username", "is_admin", "is_active", "token_balance", "price_multiplier", "registered_at")
     list_filter = ("is_admin", "is_active")
     search_fields = ("username",)
     ordering = ("-registered_at",)
-    readonly_fields = ("id", "registered_at", "last_login", "password", "statistics")
-    fields = (
-        "id",
-        "username",
-        "password",
-        "is_admin",
-        "is_active",
-        "token_balance",
-        "price_multiplier",
-        "avatar",
-        "registered_at",
-        "last_login",
-        "statistics",
+    filter_horizontal = ()
+    readonly_fields = ("id", "registered_at", "last_login", "statistics")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "username",
+                    "password",
+                    "is_admin",
+                    "is_active",
+                    "token_balance",
+                    "price_multiplier",
+                    "avatar",
+                    "registered_at",
+                    "last_login",
+                    "statistics",
+                )
+            },
+        ),
     )
+    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("username", "password1", "password2")}),)
     raw_id_fields = ("avatar",)
     show_full_result_count = False
 

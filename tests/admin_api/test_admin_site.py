@@ -5,6 +5,7 @@ The same flows in a real browser are in test_admin_site_browser.py.
 
 from __future__ import annotations
 
+import html
 import itertools
 
 import pytest
@@ -13,10 +14,12 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import ApiKey, User, UserSession
 from files.models import File
+from tests.conftest import PASSWORD
 from transcriptions.models import Transcription
 from whisper_site import admin_changelist
 
@@ -264,3 +267,93 @@ def test_large_table_paginator_estimates_only_unfiltered_postgres_lists(
 def test_user_statistics_for_a_new_user_form(operator: Client) -> None:
     # The add page has no statistics to show yet.
     assert operator.get("/admin/accounts/user/add/").status_code == 200
+
+
+# --- passwords --------------------------------------------------------------
+
+NEW_PASSWORD = "Another-G00d-Passw0rd"
+
+
+def api_login(username: str, password: str) -> int:
+    response = APIClient().post("/api/v1/user/login", {"username": username, "password": password}, format="json")
+    return response.status_code
+
+
+def test_user_change_page_shows_the_password_widget_not_the_hash(operator: Client, carol: User) -> None:
+    carol.set_password(PASSWORD)
+    carol.save()
+    page = operator.get(f"/admin/accounts/user/{carol.pk}/change/").content.decode()
+    algorithm, _, _ = carol.password.partition("$")
+    digest = carol.password.rsplit("$", 1)[1]
+    assert carol.password not in page and digest not in page
+    assert f"<strong>algorithm</strong>: <bdi>{algorithm}</bdi>" in page
+    assert '<a class="button" href="../password/">Reset password</a>' in page
+    # No form field carries the hash either: posting the page cannot change it.
+    assert 'name="password"' not in page
+
+
+def test_change_password_page_sets_a_password_the_user_logs_in_with(operator: Client, carol: User) -> None:
+    carol.set_password(PASSWORD)
+    carol.save()
+    session = UserSession.objects.create(user=carol)
+    url = f"/admin/accounts/user/{carol.pk}/password/"
+    assert operator.get(url).status_code == 200
+
+    weak = {"usable_password": "true", "password1": "Short1!", "password2": "Short1!"}
+    response = operator.post(url, weak)
+    assert response.status_code == 200
+    assert "Password must be at least 12 characters long" in response.content.decode()
+    assert api_login("carol", PASSWORD) == 200
+
+    good = {"usable_password": "true", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
+    response = operator.post(url, good)
+    assert response.status_code == 302 and response["Location"] == f"/admin/accounts/user/{carol.pk}/change/"
+    assert api_login("carol", NEW_PASSWORD) == 200
+    assert api_login("carol", PASSWORD) == 401
+    # Whoever held a session from the old password is logged out.
+    session.refresh_from_db()
+    assert session.ended_at is not None
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "message"),
+    [
+        ("erin", "Sh0rt!", "Password must be at least 12 characters long"),
+        ("erin", "no-uppercase-here-1", "Password must contain at least 1 uppercase letter(s)"),
+        ("erin", "No-Digits-At-All!", "Password must contain at least 1 digit(s)"),
+        ("erin", "NoSpecial1234", "Password must contain at least 1 special character(s)"),
+        ("e r", NEW_PASSWORD, "Invalid username. Must be 3-20 characters"),
+        ("CAROL", NEW_PASSWORD, "Username already exists"),
+    ],
+)
+def test_add_user_refuses_what_registration_refuses(
+    operator: Client, carol: User, username: str, password: str, message: str
+) -> None:
+    before = User.objects.count()
+    response = operator.post(
+        "/admin/accounts/user/add/", {"username": username, "password1": password, "password2": password}
+    )
+    assert response.status_code == 200
+    assert message in html.unescape(response.content.decode())
+    assert User.objects.count() == before
+
+
+def test_add_user_asks_for_the_password_twice(operator: Client) -> None:
+    page = operator.get("/admin/accounts/user/add/").content.decode()
+    assert 'name="password1"' in page and 'name="password2"' in page
+    response = operator.post(
+        "/admin/accounts/user/add/", {"username": "erin", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD + "x"}
+    )
+    assert response.status_code == 200
+    assert not User.objects.filter(username="erin").exists()
+
+
+def test_add_user_with_a_good_password_creates_a_user_who_can_log_in(operator: Client) -> None:
+    response = operator.post(
+        "/admin/accounts/user/add/", {"username": "erin", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
+    )
+    erin = User.objects.get(username="erin")
+    # Django's user admin goes on to the new user's change page.
+    assert response.status_code == 302 and response["Location"] == f"/admin/accounts/user/{erin.pk}/change/"
+    assert erin.token_balance == 1000 and not erin.is_admin
+    assert api_login("erin", NEW_PASSWORD) == 200
