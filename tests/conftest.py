@@ -34,6 +34,20 @@ def _isolated_media(settings: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 
 
 @pytest.fixture(autouse=True)
+def _cheap_password_hashing(settings: pytest.FixtureRequest) -> None:
+    """Passwords are hashed with Argon2id as in production, at the lowest cost Argon2 allows.
+
+    At production's cost (2 passes over 100 MiB per hash) hashing was most of the
+    time of every test that registers or logs in. The hashes keep production's
+    format (``argon2$argon2id$...``); tests/accounts/test_password_hashing.py
+    checks production's cost.
+    """
+    settings.ARGON2_TIME_COST = 1
+    settings.ARGON2_MEMORY_COST = 8
+    settings.ARGON2_PARALLELISM = 1
+
+
+@pytest.fixture(autouse=True)
 def _eager_celery() -> Iterator[None]:
     """Tasks run in-process unless a test starts a real worker (see the e2e fixtures)."""
     # The app reads Django settings under the CELERY_ namespace, and Celery

@@ -155,9 +155,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
-PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
-]
+PASSWORD_HASHERS = ["accounts.hashers.Argon2idPasswordHasher"]
+# Argon2id's cost per password hashed: Django's defaults, 2 passes over 100 MiB in
+# 8 lanes. Each hash records its parameters: after a change, existing hashes still
+# verify and are made again at the next login.
+ARGON2_TIME_COST = env_int("ARGON2_TIME_COST", 2, minimum=1)
+ARGON2_MEMORY_COST = env_int("ARGON2_MEMORY_COST", 102400, minimum=8)
+ARGON2_PARALLELISM = env_int("ARGON2_PARALLELISM", 8, minimum=1)
+if ARGON2_MEMORY_COST < 8 * ARGON2_PARALLELISM:
+    raise ImproperlyConfigured("ARGON2_MEMORY_COST must be at least 8 x ARGON2_PARALLELISM (KiB)")
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
 
 CACHE_URL = env_str("CACHE_URL", "")
