@@ -11,13 +11,12 @@ from files.uploads.handlers import (
     UPLOAD_BUFFER_BYTES,
     HashingUploadHandler,
     NoFilesUploadHandler,
-    StreamedUpload,
     avatar_too_large_message,
     install_avatar_upload_handler,
     install_file_upload_handler,
     request_body_length,
-    streamed_upload_from,
 )
+from files.uploads.writer import StreamedUpload, streamed_upload_from
 
 __all__ = [
     "PART_OVERHEAD_BYTES",
