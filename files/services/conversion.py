@@ -35,6 +35,7 @@ from files.storage import (
     worker_temp_dir,
 )
 from whisper_site.celery import task_time_limits
+from whisper_site.logs import job_log_context
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def _convert_media_enqueue(file: File) -> None:
 
 
 def _enqueue_on_commit(task: Any, file: File) -> None:
-    file_id, kind, duration = file.id, file.kind, file.duration
+    file_id, user_id, kind, duration = file.id, file.owner_id, file.kind, file.duration
 
     def enqueue() -> None:
         soft, hard = convert_time_limits(kind=kind, duration=duration)
@@ -93,7 +94,8 @@ def _enqueue_on_commit(task: Any, file: File) -> None:
             if task.app.conf.task_always_eager:
                 # Eager mode runs the task here: its errors are its own.
                 raise
-            logger.exception("could not queue %s for file %s", task.name, file_id.hex)
+            context = job_log_context(file_id=file_id, user_id=user_id)
+            logger.exception("Could not queue %s %s", task.name, context.words, extra=context.extra)
             file_fail(file_id=file_id, reason=QUEUE_FAILED_REASON)
 
     transaction.on_commit(enqueue)
@@ -251,7 +253,7 @@ def file_fail(*, file_id: uuid.UUID, reason: str) -> bool:
     """Mark a processing file failed with ``reason`` and delete everything stored for it.
 
     Returns whether this call made the change (a file already ready, failed
-    or deleted is left alone).
+    or deleted is left alone). Logs a warning naming the file and its owner.
     """
     with transaction.atomic():
         file = File.objects.select_for_update().filter(id=file_id, state=File.State.PROCESSING).first()
@@ -263,6 +265,8 @@ def file_fail(*, file_id: uuid.UUID, reason: str) -> bool:
         )
         storage_delete_on_commit(names)
         transaction.on_commit(lambda: file_failed.send(sender=File, file_id=file_id))
+    context = job_log_context(file_id=file_id, user_id=file.owner_id)
+    logger.warning("File failed (%s) %s", reason, context.words, extra=context.extra)
     return True
 
 
@@ -284,7 +288,9 @@ def file_requeue_stuck(*, older_than: float, now: dt.datetime | None = None) -> 
     """
     now = now or timezone.now()
     count = 0
-    stuck = File.objects.filter(state=File.State.PROCESSING).only("id", "kind", "duration", "uploaded_at", "wav_name")
+    stuck = File.objects.filter(state=File.State.PROCESSING).only(
+        "id", "owner", "kind", "duration", "uploaded_at", "wav_name"
+    )
     for file in stuck:
         _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
         period = dt.timedelta(seconds=2 * hard + older_than)
@@ -292,10 +298,18 @@ def file_requeue_stuck(*, older_than: float, now: dt.datetime | None = None) -> 
         if age <= period:
             continue
         if age > period * CONVERT_RECOVERY_ROUNDS:
-            if file_fail(file_id=file.id, reason="Conversion failed: it did not finish in time"):
-                logger.warning("File %s never finished converting: failed", file.id.hex)
+            # file_fail logs the failure.
+            file_fail(file_id=file.id, reason="Conversion failed: it did not finish in time")
             continue
-        logger.warning("File %s still converting after %s: queued again", file.id.hex, age)
+        context = job_log_context(file_id=file.id, user_id=file.owner_id)
+        phase = "MP3/MP4" if file.wav_name else "WAV"
+        logger.warning(
+            "Conversion unfinished after %d s: its %s phase queued again %s",
+            age.total_seconds(),
+            phase,
+            context.words,
+            extra=context.extra,
+        )
         if file.wav_name:
             _convert_media_enqueue(file)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,6 +186,33 @@ def test_a_failed_conversion_says_why_and_keeps_nothing(
     assert client_key.get(f"/api/v1/file/{file.id.hex}").status_code == 404
 
 
+def warnings_about(file: File, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Warnings of the files app that name ``file`` and its owner, in the text and as fields."""
+    return [
+        record
+        for record in caplog.records
+        if record.levelno == logging.WARNING
+        and record.name.startswith("files.")
+        and f"file={file.id.hex}" in record.getMessage()
+        and f"user={file.owner_id.hex}" in record.getMessage()
+        and (getattr(record, "file_id", None), getattr(record, "user_id", None)) == (file.id.hex, file.owner_id.hex)
+    ]
+
+
+def test_a_failed_conversion_logs_a_warning_with_the_reason_naming_the_file_and_user(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Probed fine at upload; the stored original then holds what ffmpeg cannot decode.
+    file = upload_unconverted(client_key, JFK)
+    (media_root / file.original_name).write_bytes(os.urandom(50_000))
+    with caplog.at_level(logging.WARNING):
+        run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    assert file.state == "failed"
+    [warning] = warnings_about(file, caplog)
+    assert file.error in warning.getMessage()
+
+
 def test_a_lost_original_fails_the_file(
     client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -342,6 +370,7 @@ def test_a_conversion_whose_message_or_worker_was_lost_is_queued_again(
     media_root: Path,
     django_capture_on_commit_callbacks: Any,
     tasks_run: list,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import datetime as dt
 
@@ -353,12 +382,13 @@ def test_a_conversion_whose_message_or_worker_was_lost_is_queued_again(
     assert file_requeue_stuck(older_than=60) == 0  # young: its message may still come
     _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
     File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=2 * hard + 61))
-    with django_capture_on_commit_callbacks(execute=True):
+    with caplog.at_level(logging.WARNING), django_capture_on_commit_callbacks(execute=True):
         assert file_requeue_stuck(older_than=60) == 1
     file.refresh_from_db()
     assert file.state == "ready"
     assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
     assert tasks_run == ["files.convert_audio", "files.convert_media"]
+    assert len(warnings_about(file, caplog)) == 1
     assert file_requeue_stuck(older_than=60) == 0  # idempotent
 
 
@@ -387,7 +417,7 @@ def test_recovery_queues_the_phase_a_lost_conversion_is_in(
 
 
 def test_a_conversion_that_never_finishes_fails_instead_of_staying_processing(
-    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     import datetime as dt
 
@@ -399,8 +429,10 @@ def test_a_conversion_that_never_finishes_fails_instead_of_staying_processing(
     _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
     age = (2 * hard + 60) * CONVERT_RECOVERY_ROUNDS + 1
     File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=age))
-    with django_capture_on_commit_callbacks(execute=True):
+    with caplog.at_level(logging.WARNING), django_capture_on_commit_callbacks(execute=True):
         assert file_requeue_stuck(older_than=60) == 0
     file.refresh_from_db()
     assert (file.state, file.error) == ("failed", "Conversion failed: it did not finish in time")
     assert stored_files(media_root) == []
+    [warning] = warnings_about(file, caplog)
+    assert file.error in warning.getMessage()
