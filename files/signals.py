@@ -1,8 +1,9 @@
 """Signals other apps connect to, to follow a file through conversion.
 
-Both are sent with ``sender=File`` and ``file_id=<uuid.UUID>``, once the
-transaction that recorded the new state has committed, so a receiver always
-reads the state the signal announces.
+Sent by the two conversion phases (``files.services.conversion``: the WAV,
+then the MP3/MP4) and by ``file_fail``, each with ``sender=File`` and
+``file_id=<uuid.UUID>``, once the transaction that recorded the new state has
+committed, so a receiver always reads the state the signal announces.
 """
 
 from __future__ import annotations

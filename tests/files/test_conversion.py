@@ -1,7 +1,8 @@
-"""The conversion task: outputs, failures, reruns, deletes meanwhile, signals, the WAV accessor."""
+"""The conversion tasks (WAV, then MP3/MP4): outputs, failures, reruns, deletes meanwhile, signals, logs, recovery."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import av
 import pytest
+from celery.signals import task_prerun
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
@@ -16,10 +18,23 @@ from files import media
 from files.models import File
 from files.selectors import file_wav_local_path
 from files.signals import file_audio_ready, file_failed, file_ready
-from files.tasks import file_convert_task
+from files.tasks import file_convert_audio_task, file_convert_media_task, file_convert_task
 from tests.files.conftest import HOTWORDS, JFK, stored_files
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def tasks_run() -> Iterator[list[str]]:
+    """Names of the Celery tasks run (eagerly), in order."""
+    names: list[str] = []
+
+    def record(sender: Any = None, **kwargs: Any) -> None:
+        names.append(sender.name)
+
+    task_prerun.connect(record, weak=False)
+    yield names
+    task_prerun.disconnect(record)
 
 
 @pytest.fixture
@@ -52,13 +67,14 @@ def upload_unconverted(client: APIClient, path: Path) -> File:
     return File.objects.get(id=response.json()["files"][0]["uuid"])
 
 
-def run_task(file: File, capture: Any) -> None:
+def run_task(file: File, capture: Any, task: Any = file_convert_audio_task) -> None:
+    """Run ``task`` (phase one unless told) on ``file``, and on commit what it queued (phase two)."""
     with capture(execute=True):
-        file_convert_task.apply(args=[file.id.hex]).get()
+        task.apply(args=[file.id.hex]).get()
 
 
 def test_the_original_is_kept_until_converted_then_deleted(
-    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, signals: list
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, signals: list, tasks_run: list
 ) -> None:
     file = upload_unconverted(client_key, JFK)
     assert file.state == "processing" and file.original_name
@@ -70,6 +86,81 @@ def test_the_original_is_kept_until_converted_then_deleted(
     assert file.converted_at is not None
     assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
     assert signals == [("audio_ready", file.id), ("ready", file.id)]
+    # Phase one queued phase two once the WAV was recorded.
+    assert tasks_run == ["files.convert_audio", "files.convert_media"]
+
+
+def test_each_phase_is_a_task_of_its_own(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, tasks_run: list
+) -> None:
+    file = upload_unconverted(client_key, JFK)
+    # Phase one alone: what it queues once it commits is not run.
+    with django_capture_on_commit_callbacks(execute=False):
+        file_convert_audio_task.apply(args=[file.id.hex]).get()
+    file.refresh_from_db()
+    assert (file.state, file.media_name) == ("processing", "")
+    assert stored_files(media_root) == sorted([file.original_name, file.wav_name])
+    with django_capture_on_commit_callbacks(execute=True):
+        file_convert_media_task.apply(args=[file.id.hex]).get()
+    file.refresh_from_db()
+    assert file.state == "ready"
+    assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
+    assert tasks_run == ["files.convert_audio", "files.convert_media"]
+
+
+def test_phase_one_run_again_goes_on_to_phase_two_without_making_the_wav_again(
+    client_key: APIClient,
+    media_root: Path,
+    django_capture_on_commit_callbacks: Any,
+    signals: list,
+    tasks_run: list,
+) -> None:
+    file = upload_unconverted(client_key, HOTWORDS)
+    with django_capture_on_commit_callbacks(execute=False):
+        # Phase one, whose message for phase two is lost.
+        file_convert_audio_task.apply(args=[file.id.hex]).get()
+    file.refresh_from_db()
+    wav = media_root / file.wav_name
+    made = wav.stat().st_mtime_ns
+    run_task(file, django_capture_on_commit_callbacks)  # a second delivery of phase one
+    file.refresh_from_db()
+    assert file.state == "ready"
+    assert wav.stat().st_mtime_ns == made
+    assert tasks_run == ["files.convert_audio", "files.convert_audio", "files.convert_media"]
+    assert signals == [("ready", file.id)]
+
+
+@pytest.mark.parametrize("second_run", [False, True])
+def test_a_message_of_the_former_one_task_conversion_still_converts(
+    client_key: APIClient,
+    media_root: Path,
+    django_capture_on_commit_callbacks: Any,
+    tasks_run: list,
+    second_run: bool,
+) -> None:
+    # Queued before an upgrade: the old task, on a new file or for its second run (WAV recorded).
+    assert file_convert_task.name == "files.tasks.file_convert_task"
+    file = upload_unconverted(client_key, HOTWORDS)
+    if second_run:
+        with django_capture_on_commit_callbacks(execute=False):
+            file_convert_audio_task.apply(args=[file.id.hex]).get()
+        tasks_run.clear()
+    run_task(file, django_capture_on_commit_callbacks, file_convert_task)
+    file.refresh_from_db()
+    assert file.state == "ready"
+    assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
+    assert tasks_run == ["files.tasks.file_convert_task", "files.convert_media"]
+
+
+def test_phase_two_without_a_wav_runs_phase_one_first(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, tasks_run: list
+) -> None:
+    file = upload_unconverted(client_key, HOTWORDS)
+    run_task(file, django_capture_on_commit_callbacks, file_convert_media_task)
+    file.refresh_from_db()
+    assert file.state == "ready"
+    assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
+    assert tasks_run == ["files.convert_media", "files.convert_audio", "files.convert_media"]
 
 
 def test_a_failed_conversion_says_why_and_keeps_nothing(
@@ -93,6 +184,33 @@ def test_a_failed_conversion_says_why_and_keeps_nothing(
     row = client_key.get("/api/v1/file").json()["files"][0]
     assert (row["status"], row["error"]) == ("failed", file.error)
     assert client_key.get(f"/api/v1/file/{file.id.hex}").status_code == 404
+
+
+def warnings_about(file: File, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Warnings of the files app that name ``file`` and its owner, in the text and as fields."""
+    return [
+        record
+        for record in caplog.records
+        if record.levelno == logging.WARNING
+        and record.name.startswith("files.")
+        and f"file={file.id.hex}" in record.getMessage()
+        and f"user={file.owner_id.hex}" in record.getMessage()
+        and (getattr(record, "file_id", None), getattr(record, "user_id", None)) == (file.id.hex, file.owner_id.hex)
+    ]
+
+
+def test_a_failed_conversion_logs_a_warning_with_the_reason_naming_the_file_and_user(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Probed fine at upload; the stored original then holds what ffmpeg cannot decode.
+    file = upload_unconverted(client_key, JFK)
+    (media_root / file.original_name).write_bytes(os.urandom(50_000))
+    with caplog.at_level(logging.WARNING):
+        run_task(file, django_capture_on_commit_callbacks)
+    file.refresh_from_db()
+    assert file.state == "failed"
+    [warning] = warnings_about(file, caplog)
+    assert file.error in warning.getMessage()
 
 
 def test_a_lost_original_fails_the_file(
@@ -248,7 +366,11 @@ def test_the_wav_accessor_gives_a_readable_16k_mono_wav(
 
 
 def test_a_conversion_whose_message_or_worker_was_lost_is_queued_again(
-    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any
+    client_key: APIClient,
+    media_root: Path,
+    django_capture_on_commit_callbacks: Any,
+    tasks_run: list,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import datetime as dt
 
@@ -260,16 +382,42 @@ def test_a_conversion_whose_message_or_worker_was_lost_is_queued_again(
     assert file_requeue_stuck(older_than=60) == 0  # young: its message may still come
     _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
     File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=2 * hard + 61))
+    with caplog.at_level(logging.WARNING), django_capture_on_commit_callbacks(execute=True):
+        assert file_requeue_stuck(older_than=60) == 1
+    file.refresh_from_db()
+    assert file.state == "ready"
+    assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
+    assert tasks_run == ["files.convert_audio", "files.convert_media"]
+    assert len(warnings_about(file, caplog)) == 1
+    assert file_requeue_stuck(older_than=60) == 0  # idempotent
+
+
+def test_recovery_queues_the_phase_a_lost_conversion_is_in(
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, tasks_run: list
+) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from files.services import convert_time_limits, file_requeue_stuck
+
+    file = upload_unconverted(client_key, JFK)
+    with django_capture_on_commit_callbacks(execute=False):
+        # Phase one, whose message for phase two is lost.
+        file_convert_audio_task.apply(args=[file.id.hex]).get()
+    _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
+    File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=2 * hard + 61))
+    tasks_run.clear()
     with django_capture_on_commit_callbacks(execute=True):
         assert file_requeue_stuck(older_than=60) == 1
     file.refresh_from_db()
     assert file.state == "ready"
     assert stored_files(media_root) == sorted([file.media_name, file.wav_name])
-    assert file_requeue_stuck(older_than=60) == 0  # idempotent
+    assert tasks_run == ["files.convert_media"]
 
 
 def test_a_conversion_that_never_finishes_fails_instead_of_staying_processing(
-    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any
+    client_key: APIClient, media_root: Path, django_capture_on_commit_callbacks: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     import datetime as dt
 
@@ -281,8 +429,10 @@ def test_a_conversion_that_never_finishes_fails_instead_of_staying_processing(
     _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
     age = (2 * hard + 60) * CONVERT_RECOVERY_ROUNDS + 1
     File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=age))
-    with django_capture_on_commit_callbacks(execute=True):
+    with caplog.at_level(logging.WARNING), django_capture_on_commit_callbacks(execute=True):
         assert file_requeue_stuck(older_than=60) == 0
     file.refresh_from_db()
     assert (file.state, file.error) == ("failed", "Conversion failed: it did not finish in time")
     assert stored_files(media_root) == []
+    [warning] = warnings_about(file, caplog)
+    assert file.error in warning.getMessage()

@@ -23,7 +23,7 @@ from rest_framework.test import APIClient
 
 from files.models import File
 from files.selectors import file_wav_local_path
-from files.tasks import file_convert_task
+from files.tasks import file_convert_audio_task
 from tests.files.conftest import HOTWORDS, JFK, Upload, stored_files
 
 pytestmark = pytest.mark.django_db
@@ -159,7 +159,7 @@ def test_a_failed_conversion_on_s3_leaves_nothing(
     assert keys(s3) == [file.original_name]
     s3.put_object(Bucket=BUCKET, Key=file.original_name, Body=b"\0garbage" * 1000)
     with django_capture_on_commit_callbacks(execute=True):
-        file_convert_task.apply(args=[file.id.hex]).get()
+        file_convert_audio_task.apply(args=[file.id.hex]).get()
     file.refresh_from_db()
     assert file.state == "failed" and file.error.startswith("Conversion failed: ")
     assert keys(s3) == []
