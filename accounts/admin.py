@@ -9,8 +9,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import ApiKey, User, UserSession
+from accounts.selectors import user_stats_get
 from admin_api.changelist import LargeTablePaginator, search_by_id_or_owner
-from admin_api.selectors import user_stats_get
 
 
 @admin.register(User)

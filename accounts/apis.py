@@ -147,20 +147,19 @@ class UserViewSet(viewsets.ViewSet):
         # Before the body is read: the avatar part streams to disk, bounded as it comes.
         install_avatar_upload_handler(request)
         data = body_object(request)
-        change = services.ProfileChange()
+        fields: dict[str, str] = {}
         for name in ("username", "password", "old_password"):
             value = data.get(name)
             if value is None:
                 continue
             if not isinstance(value, str):
                 raise ApplicationError(f"Invalid {name}", 400)
-            setattr(change, name, value)
+            fields[name] = value
         avatar = request.FILES.get("avatar") if hasattr(request, "FILES") else None
         if avatar is None and data.get("avatar") not in (None, ""):
             raise ApplicationError("avatar must be an image file upload", 400)
-        change.avatar = avatar
         session = request.auth if isinstance(request.auth, UserSession) else None
-        updated = services.user_update(user=request.user, change=change, current_session=session)
+        updated = services.user_update(user=request.user, avatar=avatar, current_session=session, **fields)
         return Response({"message": "Profile updated successfully", "updated_fields": updated})
 
     def delete_me(self, request: Request) -> Response:

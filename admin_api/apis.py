@@ -18,8 +18,8 @@ from rest_framework import permissions, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts import selectors, services
 from accounts.models import User
-from admin_api import selectors, services
 from whisper_site.identifiers import parse_uuid
 from whisper_site.openapi import AUTH_ERRORS, plain_text_errors
 from whisper_site.pagination import page_request, paginate
@@ -230,7 +230,7 @@ class AdminUserViewSet(viewsets.ViewSet):
         user_id = parse_uuid(uuid)
         serializer = AdminUserUpdateSerializer(data=body_object(request))
         serializer.is_valid(raise_exception=True)
-        user, updated = services.admin_user_update(
+        user, updated = services.balance_set(
             user_id=user_id,
             token_balance=serializer.validated_data.get("token_balance"),
             price_multiplier=serializer.validated_data.get("price_multiplier"),
