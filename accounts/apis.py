@@ -227,6 +227,7 @@ class HealthApi(APIView):
         description="No authentication. 503 when the database does not answer.",
         tags=["health"],
         auth=[],
+        examples=[response_example({"status": "ok"})],
         responses={
             200: HealthOutputSerializer,
             **plain_text_errors((503, "Database unavailable")),
