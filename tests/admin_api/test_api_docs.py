@@ -262,16 +262,15 @@ def error_messages(operation: dict[str, Any], status: int) -> set[str]:
 
 def test_account_and_admin_operations_come_from_the_code(schema: dict[str, Any]) -> None:
     """Every account and admin operation, as its extend_schema and serializers describe it."""
-    from admin_api.schema import _operation_key, contract
-
     operations = {(method, path) for path, item in schema["paths"].items() for method in item if method in METHODS}
     assert set(ACCOUNT_AND_ADMIN_OPERATIONS) <= operations
     for (method, path), operation_id in ACCOUNT_AND_ADMIN_OPERATIONS.items():
         operation = schema["paths"][path][method]
         assert operation["operationId"] == operation_id
         assert operation["tags"] and operation["summary"]
-        # Nothing in the contract file overlays them any more.
-        assert contract().get(_operation_key(method, path)) is None, (method, path)
+        # The success body is the output serializer's component, not a schema
+        # written beside the code (the contract overlay writes them inline).
+        assert "$ref" in operation["responses"]["200"]["content"]["application/json"]["schema"], (method, path)
         if operation["security"]:
             assert "Missing valid Authorization header with session or API key" in error_messages(operation, 401)
         if path.startswith("/api/v1/admin/"):
