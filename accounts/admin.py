@@ -15,8 +15,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import ApiKey, User, UserSession
+from accounts.selectors import user_stats_get
 from accounts.services import password_validate, username_validate
-from admin_api.selectors import user_stats_get
 from whisper_site.admin_changelist import LargeTablePaginator, search_by_id_or_owner
 from whisper_site.errors import ApplicationError
 

@@ -1,23 +1,115 @@
-"""Account endpoints: register, login, logout, profile, API keys, sessions, health."""
+"""Account endpoints: health, register, login, logout, profile, sessions and API keys.
+
+Each action reads its input through an input serializer, calls one service
+and answers with an output serializer; the OpenAPI document is generated from
+those serializers and the ``extend_schema`` beside each action.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from typing import Any
 
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.db import connection
-from django.http import HttpResponse
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import permissions, serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import selectors, services
-from accounts.models import ApiKey, User, UserSession
-from files.uploads import install_avatar_upload_handler
-from whisper_site.errors import ApplicationError, plain_text_response
+from accounts.models import UserSession
+from files.uploads import avatar_too_large_message, install_avatar_upload_handler
+from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import parse_uuid
+from whisper_site.openapi import AUTH_ERRORS, UUID_PATTERN, plain_text_errors, uuid_path_parameter
 from whisper_site.request_body import body_object
 from whisper_site.timestamps import format_timestamp
+
+# --- Serializer fields: the API's conventions --------------------------------------
+
+
+@extend_schema_field({"type": "string", "pattern": "^[0-9a-f]{32}$", "example": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6e"})
+class HexIdField(serializers.Field):
+    """An identifier as the API writes it: 32 lowercase hex digits."""
+
+    def to_representation(self, value: uuid.UUID) -> str:
+        return value.hex
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$",
+        "example": "2025-01-15 10:30:45",
+        "description": "UTC, `YYYY-MM-DD HH:MM:SS`.",
+    }
+)
+class TimestampField(serializers.Field):
+    """A timestamp as the API writes it: UTC ``YYYY-MM-DD HH:MM:SS``."""
+
+    def to_representation(self, value: dt.datetime) -> str:
+        return format_timestamp(value)
+
+
+class ConstantField(serializers.Field):
+    """A fixed text of an answer (``"Login successful"``), the same in every response."""
+
+    def __init__(self, value: str, **kwargs: Any) -> None:
+        self.value = value
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, instance: Any) -> str:
+        return self.value
+
+
+class ConstantFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = ConstantField
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
+        # An example, not an enum: the enum post-processing hook would merge the
+        # many different "message" enums into colliding components.
+        return {"type": "string", "example": self.target.value}
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string: a number or a boolean is refused, not turned into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "pattern": UUID_PATTERN})
+class UuidField(serializers.CharField):
+    """A UUID written as 32 hex digits or in the hyphenated form."""
+
+    def to_internal_value(self, data: Any) -> uuid.UUID:
+        text = super().to_internal_value(data)
+        try:
+            return parse_uuid(text)
+        except ApplicationError:
+            self.fail("invalid")
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class UploadField(serializers.Field):
+    """One uploaded file part; an empty form value is no file."""
+
+    def to_internal_value(self, data: Any) -> UploadedFile | None:
+        if data == "":
+            return None
+        if not isinstance(data, UploadedFile):
+            self.fail("invalid")
+        return data
 
 
 def text_field(*, required_message: str, invalid_message: str | None = None, **kwargs: Any) -> serializers.CharField:
@@ -37,7 +129,8 @@ def text_field(*, required_message: str, invalid_message: str | None = None, **k
     )
 
 
-def validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+def validated_body(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    """The request body read through ``serializer_class``; the first problem is a 400."""
     serializer = serializer_class(data=body_object(request))
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -51,153 +144,468 @@ def client_ip(request: Request) -> str:
     return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
-def user_body(user: User) -> dict[str, Any]:
-    return {
-        "uuid": user.id.hex,
-        "username": user.username,
-        "is_admin": user.is_admin,
-        "registered_at": format_timestamp(user.registered_at),
-        "token_balance": user.token_balance,
-        "avatar_uuid": user.avatar_id.hex if user.avatar_id else None,
-    }
+# --- The OpenAPI document --------------------------------------------------------------
+
+BODY_ERRORS = [
+    (400, "Malformed request body"),
+    (400, "Request body must be a JSON object"),
+    (413, "Request body too large"),
+    (415, "Unsupported Content-Type"),
+]
+CREDENTIAL_ERRORS = [
+    (400, "Missing username"),
+    (400, "Invalid username"),
+    (400, "Missing password"),
+    (400, "Invalid password"),
+]
+PASSWORD_ERRORS = [
+    (400, f"Password must be at least {services.PASSWORD_MIN_LENGTH} characters long"),
+    (400, f"Password must be at most {services.PASSWORD_MAX_LENGTH} characters long"),
+    (400, "Password must contain at least 1 uppercase letter(s)"),
+    (400, "Password must contain at least 1 lowercase letter(s)"),
+    (400, "Password must contain at least 1 digit(s)"),
+    (400, "Password must contain at least 1 special character(s)"),
+]
+EXAMPLE_PASSWORD = "SecureP@ssw0rd!"  # meets every password rule
 
 
-class CredentialsSerializer(serializers.Serializer):
-    username = text_field(required_message="Missing username", invalid_message="Invalid username")
-    password = text_field(required_message="Missing password", invalid_message="Invalid password")
+def request_example(value: dict[str, Any]) -> OpenApiExample:
+    return OpenApiExample("Request", value=value, request_only=True)
 
 
-class HealthView(APIView):
-    """``GET /health``: the server answers and the database does too."""
+def response_example(value: dict[str, Any]) -> OpenApiExample:
+    return OpenApiExample("Response", value=value, response_only=True, status_codes=["200"])
+
+
+class AccountSchema(AutoSchema):
+    """drf-spectacular's AutoSchema with two additions these endpoints need.
+
+    - A public operation says so with an empty ``security`` list (drf-spectacular
+      leaves the key out, or writes ``[{}]``, "optionally authenticated").
+    - ``DELETE /user/me`` takes the password in its body, as the reference writes
+      it; drf-spectacular documents bodies of POST, PUT and PATCH only (OpenAPI
+      3.0 gives a DELETE body no defined meaning, but allows it).
+    """
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation = super().get_operation(*args, **kwargs)
+        if operation is not None and "security" not in operation and not self.get_auth():
+            operation["security"] = []
+        return operation
+
+    def _get_request_body(self, direction: str = "request") -> Any:
+        if self.method != "DELETE":
+            return super()._get_request_body(direction)
+        self.method = "POST"
+        try:
+            return super()._get_request_body(direction)
+        finally:
+            self.method = "DELETE"
+
+
+# --- Health ---------------------------------------------------------------------------
+
+
+class HealthOutputSerializer(serializers.Serializer):
+    status = ConstantField("ok")
+
+
+class HealthApi(APIView):
+    """``GET /health``: the server answers and the database does too.
+
+    An APIView, not a ViewSet: one operation on no resource, with nothing for a
+    router to derive.
+    """
 
     authentication_classes: list[type] = []
     permission_classes = [permissions.AllowAny]
+    schema = AccountSchema()
 
-    def get(self, request: Request) -> Response | HttpResponse:
+    @extend_schema(
+        operation_id="health",
+        summary="Check server and database status",
+        description="No authentication. 503 when the database does not answer.",
+        tags=["health"],
+        auth=[],
+        examples=[response_example({"status": "ok"})],
+        responses={
+            200: HealthOutputSerializer,
+            **plain_text_errors((503, "Database unavailable")),
+        },
+    )
+    def get(self, request: Request) -> Response:
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         except Exception:  # any failure to reach the database is "down"
-            return plain_text_response("Database unavailable", 503)
-        return Response({"status": "ok"})
+            raise ApplicationError("Database unavailable", 503) from None
+        return Response(HealthOutputSerializer({}).data)
 
 
-class RegisterView(APIView):
-    """``POST /user/register``."""
-
-    authentication_classes: list[type] = []
-    permission_classes = [permissions.AllowAny]
-
-    def post(self, request: Request) -> Response:
-        data = validated(CredentialsSerializer, request)
-        user, session = services.user_register(
-            username=data["username"], password=data["password"], user_agent=user_agent(request)
-        )
-        return Response(
-            {
-                "message": "User registered and logged in successfully",
-                "username": user.username,
-                "uuid": user.id.hex,
-                "session_id": session.id.hex,
-            }
-        )
+# --- The current user: /user/register, /user/login, /user/logout, /user/me, /user/sessions
 
 
-class LoginView(APIView):
-    """``POST /user/login``."""
-
-    authentication_classes: list[type] = []
-    permission_classes = [permissions.AllowAny]
-
-    def post(self, request: Request) -> Response:
-        data = validated(CredentialsSerializer, request)
-        user, session = services.user_login(
-            username=data["username"],
-            password=data["password"],
-            user_agent=user_agent(request),
-            client_ip=client_ip(request),
-        )
-        return Response(
-            {
-                "message": "Login successful",
-                "username": user.username,
-                "is_admin": user.is_admin,
-                "session_id": session.id.hex,
-            }
-        )
-
-
-class LogoutSerializer(serializers.Serializer):
-    session_id = serializers.CharField(
-        required=False, error_messages={"invalid": "Invalid session ID format", "blank": "Invalid session ID format"}
+class CredentialsInputSerializer(serializers.Serializer):
+    username = text_field(
+        required=True,
+        required_message="Missing username",
+        invalid_message="Invalid username",
+        help_text="3-20 characters of `A-Z a-z 0-9 _ -`, unique case-insensitively.",
+    )
+    password = text_field(
+        required=True,
+        required_message="Missing password",
+        invalid_message="Invalid password",
+        help_text="12-128 characters with an uppercase and a lowercase letter, a digit and a special character.",
     )
 
 
-class PasswordSerializer(serializers.Serializer):
-    password = text_field(required_message="Password is required to delete account")
+class UserRegisterOutputSerializer(serializers.Serializer):
+    message = ConstantField("User registered and logged in successfully")
+    username = serializers.CharField(source="user.username")
+    uuid = HexIdField(source="user.id")
+    session_id = HexIdField(source="session.id", help_text="For `Authorization: Basic <session_id>`.")
+
+
+class UserLoginOutputSerializer(serializers.Serializer):
+    message = ConstantField("Login successful")
+    username = serializers.CharField(source="user.username")
+    is_admin = serializers.BooleanField(source="user.is_admin")
+    session_id = HexIdField(source="session.id", help_text="For `Authorization: Basic <session_id>`.")
+
+
+class UserLogoutInputSerializer(serializers.Serializer):
+    session_id = UuidField(
+        required=False,
+        help_text="The session to end; without it, the session making the request.",
+        error_messages={"invalid": "Invalid session ID format", "blank": "Invalid session ID format"},
+    )
+
+
+class UserLogoutOutputSerializer(serializers.Serializer):
+    message = ConstantField("Logged out successfully")
+
+
+class UserOutputSerializer(serializers.Serializer):
+    uuid = HexIdField(source="id")
+    username = serializers.CharField()
+    is_admin = serializers.BooleanField()
+    registered_at = TimestampField()
+    token_balance = serializers.IntegerField()
+    avatar_uuid = HexIdField(source="avatar_id", allow_null=True, help_text="Fetch it with `GET /file/{uuid}`.")
+
+
+class UserUpdateInputSerializer(serializers.Serializer):
+    # null is "not given", as an absent field.
+    username = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="New username.",
+        error_messages={"invalid": "Invalid username"},
+    )
+    password = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="New password (needs `old_password`).",
+        error_messages={"invalid": "Invalid password"},
+    )
+    old_password = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Current password.",
+        error_messages={"invalid": "Invalid old_password"},
+    )
+    avatar = UploadField(
+        required=False,
+        allow_null=True,
+        help_text="An image (PNG, JPEG, GIF or WebP), at most 10 MB.",
+        error_messages={"invalid": "avatar must be an image file upload"},
+    )
+
+
+class UserUpdateOutputSerializer(serializers.Serializer):
+    message = ConstantField("Profile updated successfully")
+    updated_fields = serializers.ListField(child=serializers.CharField())
+
+
+class UserDeleteInputSerializer(serializers.Serializer):
+    password = text_field(required=True, required_message="Password is required to delete account")
+
+
+class UserDeleteOutputSerializer(serializers.Serializer):
+    message = ConstantField("Account deleted successfully")
+
+
+class SessionOutputSerializer(serializers.Serializer):
+    session_id = HexIdField(source="id")
+    started_at = TimestampField(source="created_at")
+    user_agent = serializers.CharField()
+
+
+# many=False: the answer is one object that holds the list.
+@extend_schema_serializer(many=False)
+class SessionListOutputSerializer(serializers.Serializer):
+    sessions = SessionOutputSerializer(many=True)
 
 
 class UserViewSet(viewsets.ViewSet):
-    """The current user: ``/user/me``, ``/user/logout`` and ``/user/sessions``."""
+    """The current user: ``/user/register``, ``/user/login``, ``/user/logout``, ``/user/me``, ``/user/sessions``."""
 
+    schema = AccountSchema()
+
+    @extend_schema(
+        operation_id="user_register",
+        summary="Register new user account",
+        description=(
+            "Username: 3-20 characters of `A-Z a-z 0-9 _ -`, unique case-insensitively. "
+            "Password: 12-128 characters with at least 1 uppercase letter, 1 lowercase letter, "
+            "1 digit and 1 special character. A new account starts with the configured token "
+            "balance; registering also opens a session."
+        ),
+        tags=["user"],
+        auth=[],
+        request=CredentialsInputSerializer,
+        examples=[
+            request_example({"username": "john_doe", "password": EXAMPLE_PASSWORD}),
+            response_example(
+                {
+                    "message": "User registered and logged in successfully",
+                    "username": "john_doe",
+                    "uuid": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6e",
+                    "session_id": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6f",
+                }
+            ),
+        ],
+        responses={
+            200: UserRegisterOutputSerializer,
+            **plain_text_errors(
+                *CREDENTIAL_ERRORS,
+                (400, services.USERNAME_MESSAGE),
+                *PASSWORD_ERRORS,
+                (409, "Username already exists"),
+                *BODY_ERRORS,
+            ),
+        },
+    )
+    @action(detail=False, methods=["post"], authentication_classes=[], permission_classes=[permissions.AllowAny])
+    def register(self, request: Request) -> Response:
+        data = validated_body(CredentialsInputSerializer, request)
+        user, session = services.user_register(**data, user_agent=user_agent(request))
+        return Response(UserRegisterOutputSerializer({"user": user, "session": session}).data)
+
+    @extend_schema(
+        operation_id="user_login",
+        summary="Login with credentials",
+        description=(
+            "Opens a session valid for 24 hours. A wrong username and a wrong password are the "
+            "same 401. Repeated failures for one username or from one address are throttled (429)."
+        ),
+        tags=["user"],
+        auth=[],
+        request=CredentialsInputSerializer,
+        examples=[
+            request_example({"username": "john_doe", "password": EXAMPLE_PASSWORD}),
+            response_example(
+                {
+                    "message": "Login successful",
+                    "username": "john_doe",
+                    "is_admin": False,
+                    "session_id": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6f",
+                }
+            ),
+        ],
+        responses={
+            200: UserLoginOutputSerializer,
+            **plain_text_errors(
+                *CREDENTIAL_ERRORS,
+                (401, "Authentication failed"),
+                (429, "Too many failed login attempts. Try again later"),
+                *BODY_ERRORS,
+            ),
+        },
+    )
+    @action(detail=False, methods=["post"], authentication_classes=[], permission_classes=[permissions.AllowAny])
+    def login(self, request: Request) -> Response:
+        data = validated_body(CredentialsInputSerializer, request)
+        user, session = services.user_login(**data, user_agent=user_agent(request), client_ip=client_ip(request))
+        return Response(UserLoginOutputSerializer({"user": user, "session": session}).data)
+
+    @extend_schema(
+        operation_id="user_logout",
+        summary="End current or specified session",
+        description=(
+            "Session authentication only (`Basic <session_id>`), not an API key. Without a body, "
+            "ends the session making the request; with `session_id`, that session of the same user."
+        ),
+        tags=["user"],
+        request=UserLogoutInputSerializer,
+        examples=[
+            request_example({"session_id": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6f"}),
+            response_example({"message": "Logged out successfully"}),
+        ],
+        responses={
+            200: UserLogoutOutputSerializer,
+            **plain_text_errors(
+                (400, "Cannot logout with API key. Use session authentication"),
+                (400, "Invalid session ID format"),
+                (403, "Cannot logout from another user's session"),
+                (404, "Session not found or already ended"),
+                *AUTH_ERRORS,
+                *BODY_ERRORS,
+            ),
+        },
+    )
+    @action(detail=False, methods=["post"])
+    def logout(self, request: Request) -> Response:
+        # Which credential authenticated the request, checked before the body
+        # as the reference lists it first: an API key has no session to end.
+        if not isinstance(request.auth, UserSession):
+            raise ApplicationError("Cannot logout with API key. Use session authentication", 400)
+        data = validated_body(UserLogoutInputSerializer, request)
+        services.session_end(user=request.user, current=request.auth, session_id=data.get("session_id"))
+        return Response(UserLogoutOutputSerializer({}).data)
+
+    @extend_schema(
+        operation_id="user_me_get",
+        summary="Get current user profile",
+        tags=["user"],
+        examples=[
+            response_example(
+                {
+                    "uuid": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6e",
+                    "username": "john_doe",
+                    "is_admin": False,
+                    "registered_at": "2025-01-15 10:30:45",
+                    "token_balance": 1000,
+                    "avatar_uuid": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d70",
+                }
+            )
+        ],
+        responses={200: UserOutputSerializer, **plain_text_errors(*AUTH_ERRORS)},
+    )
+    @action(detail=False, methods=["get"])
     def me(self, request: Request) -> Response:
-        return Response(user_body(request.user))
+        return Response(UserOutputSerializer(request.user).data)
 
+    @extend_schema(
+        operation_id="user_me_update",
+        summary="Update user profile",
+        description=(
+            "All fields optional. Everything is validated before anything is written. A new "
+            "password needs `old_password` and ends the user's other sessions (this one stays)."
+        ),
+        tags=["user"],
+        request={"multipart/form-data": UserUpdateInputSerializer},
+        examples=[response_example({"message": "Profile updated successfully", "updated_fields": ["username"]})],
+        responses={
+            200: UserUpdateOutputSerializer,
+            **plain_text_errors(
+                (400, "Invalid username"),
+                (400, "Invalid password"),
+                (400, "Invalid old_password"),
+                (400, "avatar must be an image file upload"),
+                (400, avatar_too_large_message()),
+                (400, "Only one avatar file may be uploaded"),
+                (400, "No fields to update. Provide username, password or avatar"),
+                (400, services.USERNAME_MESSAGE),
+                (400, "old_password is required to update password"),
+                *PASSWORD_ERRORS,
+                (400, "Avatar must be an image (PNG, JPEG, GIF or WebP)"),
+                (401, "Incorrect old password"),
+                *AUTH_ERRORS,
+                (409, "Username already taken"),
+                *BODY_ERRORS,
+            ),
+        },
+    )
+    @me.mapping.patch
     def update_me(self, request: Request) -> Response:
         # Before the body is read: the avatar part streams to disk, bounded as it comes.
         install_avatar_upload_handler(request)
-        data = body_object(request)
-        change = services.ProfileChange()
-        for name in ("username", "password", "old_password"):
-            value = data.get(name)
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise ApplicationError(f"Invalid {name}", 400)
-            setattr(change, name, value)
-        avatar = request.FILES.get("avatar") if hasattr(request, "FILES") else None
-        if avatar is None and data.get("avatar") not in (None, ""):
-            raise ApplicationError("avatar must be an image file upload", 400)
-        change.avatar = avatar
-        session = request.auth if isinstance(request.auth, UserSession) else None
-        updated = services.user_update(user=request.user, change=change, current_session=session)
-        return Response({"message": "Profile updated successfully", "updated_fields": updated})
+        data = validated_body(UserUpdateInputSerializer, request)
+        current_session = request.auth if isinstance(request.auth, UserSession) else None
+        updated = services.user_update(user=request.user, current_session=current_session, **data)
+        return Response(UserUpdateOutputSerializer({"updated_fields": updated}).data)
 
+    @extend_schema(
+        operation_id="user_me_delete",
+        summary="Delete account and all associated data",
+        description="Deletes the user's files (and their stored media), transcriptions, sessions and API keys.",
+        tags=["user"],
+        request=UserDeleteInputSerializer,
+        examples=[
+            request_example({"password": EXAMPLE_PASSWORD}),
+            response_example({"message": "Account deleted successfully"}),
+        ],
+        responses={
+            200: UserDeleteOutputSerializer,
+            **plain_text_errors(
+                (400, "Password is required to delete account"),
+                (401, "Incorrect password"),
+                *AUTH_ERRORS,
+                *BODY_ERRORS,
+            ),
+        },
+    )
+    @me.mapping.delete
     def delete_me(self, request: Request) -> Response:
-        data = validated(PasswordSerializer, request)
-        services.user_delete(user=request.user, password=data["password"])
-        return Response({"message": "Account deleted successfully"})
+        data = validated_body(UserDeleteInputSerializer, request)
+        services.user_delete(user=request.user, **data)
+        return Response(UserDeleteOutputSerializer({}).data)
 
-    def logout(self, request: Request) -> Response:
-        if isinstance(request.auth, ApiKey):
-            raise ApplicationError("Cannot logout with API key. Use session authentication", 400)
-        data = validated(LogoutSerializer, request)
-        session_id = None
-        if data.get("session_id") is not None:
-            session_id = parse_uuid(data["session_id"], "Invalid session ID format")
-        services.session_end(user=request.user, current=request.auth, session_id=session_id)
-        return Response({"message": "Logged out successfully"})
-
+    @extend_schema(
+        operation_id="user_sessions_list",
+        summary="List active sessions for current user",
+        description="Only sessions that haven't ended and are within 24 hours of creation, newest first.",
+        tags=["user"],
+        examples=[
+            response_example(
+                {
+                    "sessions": [
+                        {
+                            "session_id": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6f",
+                            "started_at": "2025-01-15 10:30:45",
+                            "user_agent": "curl/7.84.0",
+                        }
+                    ]
+                }
+            )
+        ],
+        responses={200: SessionListOutputSerializer, **plain_text_errors(*AUTH_ERRORS)},
+    )
+    @action(detail=False, methods=["get"])
     def sessions(self, request: Request) -> Response:
         rows = selectors.session_list_active(user=request.user)
-        return Response(
-            {
-                "sessions": [
-                    {
-                        "session_id": session.id.hex,
-                        "started_at": format_timestamp(session.created_at),
-                        "user_agent": session.user_agent,
-                    }
-                    for session in rows
-                ]
-            }
-        )
+        return Response(SessionListOutputSerializer({"sessions": rows}).data)
 
 
-class TokenNameSerializer(serializers.Serializer):
-    name = serializers.CharField(
-        trim_whitespace=False,
+# --- API keys: /user/token --------------------------------------------------------------
+
+
+class ApiKeyOutputSerializer(serializers.Serializer):
+    token_id = HexIdField(source="id")
+    token = serializers.CharField(source="masked", help_text="The first and last 4 characters: `018c...5d6f`.")
+    name = serializers.CharField()
+    created_at = TimestampField()
+
+
+@extend_schema_serializer(many=False)
+class ApiKeyListOutputSerializer(serializers.Serializer):
+    tokens = ApiKeyOutputSerializer(many=True)
+
+
+class ApiKeyCreateInputSerializer(serializers.Serializer):
+    name = StrictCharField(
+        required=True,
         allow_blank=True,
+        trim_whitespace=False,
+        help_text="1-255 characters.",
         error_messages={
             "required": "Missing 'name' field in request body",
             "null": "Missing 'name' field in request body",
@@ -205,45 +613,112 @@ class TokenNameSerializer(serializers.Serializer):
         },
     )
 
-    def to_internal_value(self, data: Any) -> Any:
-        # CharField would turn a number into a string: a name must be text.
-        if "name" in data and data["name"] is not None and not isinstance(data["name"], str):
-            raise serializers.ValidationError({"name": [services.TOKEN_NAME_MESSAGE]})
-        return super().to_internal_value(data)
+
+class ApiKeyCreateOutputSerializer(serializers.Serializer):
+    message = ConstantField("Token issued successfully")
+    token_id = HexIdField(source="api_key.id")
+    token = serializers.CharField(source="raw", help_text="The API key itself, shown only in this answer.")
+    name = serializers.CharField(source="api_key.name")
+    note = ConstantField("Save this token securely. You won't be able to see it again.")
+
+
+class ApiKeyRevokeOutputSerializer(serializers.Serializer):
+    message = ConstantField("Token revoked successfully")
+    token_id = HexIdField()
+    token_name = serializers.CharField()
 
 
 class ApiTokenViewSet(viewsets.ViewSet):
-    """``/user/token``: list, issue and revoke API keys."""
+    """``/user/token``: list, issue and revoke the current user's API keys."""
 
+    lookup_url_kwarg = "token_id"
+    # Anything up to the next slash: a malformed id is the reference's 400, not a 404.
+    lookup_value_regex = "[^/]+"
+
+    @extend_schema(
+        operation_id="user_token_list",
+        summary="List all API tokens for current user",
+        description="Newest first; each token is shown masked.",
+        tags=["user"],
+        examples=[
+            response_example(
+                {
+                    "tokens": [
+                        {
+                            "token_id": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6e",
+                            "token": "018c...5d6f",
+                            "name": "Production API Key",
+                            "created_at": "2025-01-15 10:30:45",
+                        }
+                    ]
+                }
+            )
+        ],
+        responses={200: ApiKeyListOutputSerializer, **plain_text_errors(*AUTH_ERRORS)},
+    )
     def list(self, request: Request) -> Response:
-        return Response(
-            {
-                "tokens": [
-                    {
-                        "token_id": key.id.hex,
-                        "token": key.masked,
-                        "name": key.name,
-                        "created_at": format_timestamp(key.created_at),
-                    }
-                    for key in selectors.api_key_list(user=request.user)
-                ]
-            }
-        )
+        rows = selectors.api_key_list(user=request.user)
+        return Response(ApiKeyListOutputSerializer({"tokens": rows}).data)
 
+    @extend_schema(
+        operation_id="user_token_create",
+        summary="Create new API token",
+        description="The full token is only shown once. Store it securely.",
+        tags=["user"],
+        request=ApiKeyCreateInputSerializer,
+        examples=[
+            request_example({"name": "Production API Key"}),
+            response_example(
+                {
+                    "message": "Token issued successfully",
+                    "token_id": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6e",
+                    "token": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6f",
+                    "name": "Production API Key",
+                    "note": "Save this token securely. You won't be able to see it again.",
+                }
+            ),
+        ],
+        responses={
+            200: ApiKeyCreateOutputSerializer,
+            **plain_text_errors(
+                (400, "Missing 'name' field in request body"),
+                (400, services.TOKEN_NAME_MESSAGE),
+                (400, f"Maximum number of API tokens reached ({settings.MAX_API_KEYS_PER_USER})"),
+                *AUTH_ERRORS,
+                *BODY_ERRORS,
+            ),
+        },
+    )
     def create(self, request: Request) -> Response:
-        data = validated(TokenNameSerializer, request)
-        api_key, raw = services.api_key_create(user=request.user, name=data["name"])
-        return Response(
-            {
-                "message": "Token issued successfully",
-                "token_id": api_key.id.hex,
-                "token": raw,
-                "name": api_key.name,
-                "note": "Save this token securely. You won't be able to see it again.",
-            }
-        )
+        data = validated_body(ApiKeyCreateInputSerializer, request)
+        api_key, raw = services.api_key_create(user=request.user, **data)
+        return Response(ApiKeyCreateOutputSerializer({"api_key": api_key, "raw": raw}).data)
 
+    @extend_schema(
+        operation_id="user_token_revoke",
+        summary="Revoke API token",
+        tags=["user"],
+        parameters=[uuid_path_parameter("token_id", "Token ID (32 hex digits, or hyphenated).")],
+        examples=[
+            response_example(
+                {
+                    "message": "Token revoked successfully",
+                    "token_id": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6e",
+                    "token_name": "Production API Key",
+                }
+            )
+        ],
+        responses={
+            200: ApiKeyRevokeOutputSerializer,
+            **plain_text_errors(
+                (400, "Invalid token ID format"),
+                (404, "Token not found or access denied"),
+                *AUTH_ERRORS,
+            ),
+        },
+    )
     def destroy(self, request: Request, token_id: str) -> Response:
         key_id = parse_uuid(token_id, "Invalid token ID format")
         api_key = services.api_key_revoke(user=request.user, key_id=key_id)
-        return Response({"message": "Token revoked successfully", "token_id": key_id.hex, "token_name": api_key.name})
+        # The id parsed from the path: a deleted instance's own id is gone.
+        return Response(ApiKeyRevokeOutputSerializer({"token_id": key_id, "token_name": api_key.name}).data)

@@ -1,4 +1,8 @@
-"""Admin endpoints: ``GET /admin/users`` and ``PATCH /admin/users/:uuid``."""
+"""Admin endpoints: ``GET /admin/users`` and ``PATCH /admin/users/:uuid``.
+
+Each action reads its input through an input serializer, calls one accounts
+selector or service and answers with an output serializer.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +11,112 @@ from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiExample,
-    OpenApiParameter,
-    extend_schema,
-    extend_schema_field,
-    extend_schema_serializer,
-)
-from rest_framework import permissions, serializers, viewsets
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, extend_schema_serializer
+from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts import selectors, services
+from accounts.apis import BODY_ERRORS, ConstantField, HexIdField, TimestampField, validated_body
 from accounts.models import User
-from admin_api import selectors, services
+from admin_api.permissions import IsAdmin
 from whisper_site.identifiers import parse_uuid
-from whisper_site.openapi import AUTH_ERRORS, plain_text_errors
-from whisper_site.pagination import page_request, paginate
-from whisper_site.request_body import body_object
-from whisper_site.timestamps import format_timestamp
+from whisper_site.openapi import ADMIN_ERRORS, AUTH_ERRORS, plain_text_errors, uuid_path_parameter
+from whisper_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest, paginate
 
-ADMIN_REQUIRED = "Access denied. Admin privileges required"
+PAGE_MESSAGE = "Invalid page. Must be a positive integer"
+LIMIT_MESSAGE = f"Invalid limit. Must be between 1 and {MAX_LIMIT}"
+
+# --- GET /admin/users ----------------------------------------------------------------
 
 
-class IsAdmin(permissions.BasePermission):
-    """Authenticated users with ``is_admin``; others get 403 (401 without credentials)."""
+class PagingField(serializers.IntegerField):
+    """A page number or size in a query string: ASCII digits only (no sign, no exponent)."""
 
-    message = ADMIN_REQUIRED
+    def to_internal_value(self, data: Any) -> int:
+        text = data.strip() if isinstance(data, str) else ""
+        if not (text.isascii() and text.isdigit() and len(text) <= 9):
+            self.fail("invalid")
+        return super().to_internal_value(text)
 
-    def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        return bool(user is not None and user.is_authenticated and user.is_admin)
+
+def _paging_errors(message: str) -> dict[str, str]:
+    return {name: message for name in ("invalid", "null", "min_value", "max_value", "max_string_length")}
+
+
+class AdminUserListInputSerializer(serializers.Serializer):
+    page = PagingField(
+        default=1, min_value=1, help_text="Page number, from 1.", error_messages=_paging_errors(PAGE_MESSAGE)
+    )
+    limit = PagingField(
+        default=DEFAULT_LIMIT,
+        min_value=1,
+        max_value=MAX_LIMIT,
+        help_text=f"Users per page, 1-{MAX_LIMIT}.",
+        error_messages=_paging_errors(LIMIT_MESSAGE),
+    )
+    search = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Only usernames containing this text (case-insensitive).",
+    )
+    username = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, help_text="Alias of `search`."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # `username` stands in for an empty or absent `search`; blank text is no filter.
+        search = attrs.pop("search", "")
+        alias = attrs.pop("username", "")
+        attrs["search"] = (search or alias).strip() or None
+        return attrs
+
+
+class LastThirtyDaysOutputSerializer(serializers.Serializer):
+    transcriptions_count = serializers.IntegerField(help_text="Completed jobs created in the last 30 days.")
+    total_audio_seconds = serializers.IntegerField(help_text="Audio seconds of those jobs, per job as billed.")
+    files_uploaded = serializers.IntegerField(help_text="Audio and video uploads of the last 30 days.")
+
+
+class AdminUserStatsOutputSerializer(serializers.Serializer):
+    last_30_days = LastThirtyDaysOutputSerializer(source="*")
+    total_storage_bytes = serializers.IntegerField(help_text="Stored bytes of all the user's files.")
+    active_sessions = serializers.IntegerField()
+    api_keys_count = serializers.IntegerField()
+
+
+class AdminUserOutputSerializer(serializers.Serializer):
+    uuid = HexIdField(source="id")
+    username = serializers.CharField()
+    is_admin = serializers.BooleanField()
+    registered_at = TimestampField()
+    token_balance = serializers.IntegerField()
+    price_multiplier = serializers.FloatField()
+    avatar_uuid = HexIdField(source="avatar_id", allow_null=True)
+    stats = serializers.SerializerMethodField()
+
+    @extend_schema_field(AdminUserStatsOutputSerializer)
+    def get_stats(self, user: User) -> dict[str, Any]:
+        # The user comes from selectors.user_list_with_stats, annotated with its figures.
+        return AdminUserStatsOutputSerializer(selectors.UserStats.of(user)).data
+
+
+class PaginationOutputSerializer(serializers.Serializer):
+    page = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    total_count = serializers.IntegerField()
+    total_pages = serializers.IntegerField()
+
+
+# many=False: the "list" action answers one object that holds the list.
+@extend_schema_serializer(many=False)
+class AdminUserListOutputSerializer(serializers.Serializer):
+    users = AdminUserOutputSerializer(many=True)
+    pagination = PaginationOutputSerializer()
+
+
+# --- PATCH /admin/users/:uuid -----------------------------------------------------------
 
 
 @extend_schema_field(OpenApiTypes.INT64)
@@ -68,7 +148,7 @@ class StrictNumberField(serializers.Field):
         return float(value)
 
 
-class AdminUserUpdateSerializer(serializers.Serializer):
+class AdminUserUpdateInputSerializer(serializers.Serializer):
     token_balance = StrictIntegerField(
         required=False,
         help_text=f"New balance in tokens (set, not added): 0 to {services.TOKEN_BALANCE_MAX}.",
@@ -76,96 +156,33 @@ class AdminUserUpdateSerializer(serializers.Serializer):
     )
     price_multiplier = StrictNumberField(
         required=False,
-        help_text="Factor applied to each job's cost: 0 to 1000, kept to 4 decimal places.",
-        error_messages={
-            "invalid": "price_multiplier must be a number",
-            "null": "price_multiplier must be a number",
-        },
+        help_text=(
+            f"Factor applied to each job's cost: 0 to {services.PRICE_MULTIPLIER_MAX}, kept to 4 decimal places."
+        ),
+        error_messages={"invalid": "price_multiplier must be a number", "null": "price_multiplier must be a number"},
     )
 
 
-# Response shapes, for the schema; the bodies themselves are built below.
-class LastThirtyDaysSerializer(serializers.Serializer):
-    transcriptions_count = serializers.IntegerField(help_text="Completed jobs created in the last 30 days.")
-    total_audio_seconds = serializers.IntegerField(help_text="Audio seconds of those jobs, per job as billed.")
-    files_uploaded = serializers.IntegerField(help_text="Audio and video uploads of the last 30 days.")
-
-
-class AdminUserStatsSerializer(serializers.Serializer):
-    last_30_days = LastThirtyDaysSerializer()
-    total_storage_bytes = serializers.IntegerField(help_text="Stored bytes of all the user's files.")
-    active_sessions = serializers.IntegerField()
-    api_keys_count = serializers.IntegerField()
-
-
-class AdminUserSerializer(serializers.Serializer):
-    uuid = serializers.CharField()
-    username = serializers.CharField()
-    is_admin = serializers.BooleanField()
-    registered_at = serializers.CharField(help_text="UTC, YYYY-MM-DD HH:MM:SS")
-    token_balance = serializers.IntegerField()
-    price_multiplier = serializers.FloatField()
-    avatar_uuid = serializers.CharField(allow_null=True)
-    stats = AdminUserStatsSerializer()
-
-
-class PaginationSerializer(serializers.Serializer):
-    page = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    total_count = serializers.IntegerField()
-    total_pages = serializers.IntegerField()
-
-
-# many=False: the "list" action answers one object that holds the list.
-@extend_schema_serializer(many=False)
-class AdminUserListSerializer(serializers.Serializer):
-    users = AdminUserSerializer(many=True)
-    pagination = PaginationSerializer()
-
-
-class AdminUserUpdatedSerializer(serializers.Serializer):
-    uuid = serializers.CharField()
+class AdminUserUpdatedOutputSerializer(serializers.Serializer):
+    uuid = HexIdField(source="id")
     username = serializers.CharField()
     token_balance = serializers.IntegerField()
     price_multiplier = serializers.FloatField()
 
 
-class AdminUserUpdateResponseSerializer(serializers.Serializer):
-    message = serializers.CharField()
+class AdminUserUpdateOutputSerializer(serializers.Serializer):
+    message = ConstantField("User updated successfully")
     updated_fields = serializers.ListField(child=serializers.CharField())
-    user = AdminUserUpdatedSerializer()
-
-
-def admin_user_body(user: User) -> dict[str, Any]:
-    stats = selectors.UserStats.of(user)
-    return {
-        "uuid": user.id.hex,
-        "username": user.username,
-        "is_admin": user.is_admin,
-        "registered_at": format_timestamp(user.registered_at),
-        "token_balance": user.token_balance,
-        "price_multiplier": float(user.price_multiplier),
-        "avatar_uuid": user.avatar_id.hex if user.avatar_id else None,
-        "stats": {
-            "last_30_days": {
-                "transcriptions_count": stats.transcriptions_count,
-                "total_audio_seconds": stats.total_audio_seconds,
-                "files_uploaded": stats.files_uploaded,
-            },
-            "total_storage_bytes": stats.total_storage_bytes,
-            "active_sessions": stats.active_sessions,
-            "api_keys_count": stats.api_keys_count,
-        },
-    }
-
-
-ADMIN_ERRORS = plain_text_errors(*AUTH_ERRORS, (403, ADMIN_REQUIRED))
+    user = AdminUserUpdatedOutputSerializer()
 
 
 class AdminUserViewSet(viewsets.ViewSet):
     """``/admin/users``: every user with usage statistics, and balance/multiplier changes."""
 
     permission_classes = [IsAdmin]
+    lookup_url_kwarg = "uuid"
+    # Anything up to the next slash: a malformed id is the reference's 400, not a 404.
+    lookup_value_regex = "[^/]+"
 
     @extend_schema(
         operation_id="admin_users_list",
@@ -176,26 +193,52 @@ class AdminUserViewSet(viewsets.ViewSet):
             "30 days; stored bytes of all the user's files; active sessions; API keys."
         ),
         tags=["admin"],
-        parameters=[
-            OpenApiParameter("page", int, description="Page number, from 1 (default 1)."),
-            OpenApiParameter("limit", int, description="Users per page, 1-100 (default 10)."),
-            OpenApiParameter("search", str, description="Only usernames containing this text (case-insensitive)."),
-            OpenApiParameter("username", str, description="Alias of `search`."),
+        parameters=[AdminUserListInputSerializer],
+        examples=[
+            OpenApiExample(
+                "Users",
+                value={
+                    "users": [
+                        {
+                            "uuid": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6e",
+                            "username": "john_doe",
+                            "is_admin": False,
+                            "registered_at": "2025-01-15 10:30:45",
+                            "token_balance": 1000,
+                            "price_multiplier": 1.0,
+                            "avatar_uuid": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d70",
+                            "stats": {
+                                "last_30_days": {
+                                    "transcriptions_count": 15,
+                                    "total_audio_seconds": 3600,
+                                    "files_uploaded": 12,
+                                },
+                                "total_storage_bytes": 524288000,
+                                "active_sessions": 2,
+                                "api_keys_count": 3,
+                            },
+                        }
+                    ],
+                    "pagination": {"page": 1, "limit": 10, "total_count": 42, "total_pages": 5},
+                },
+                response_only=True,
+                status_codes=["200"],
+            )
         ],
         responses={
-            200: AdminUserListSerializer,
-            **plain_text_errors(
-                (400, "Invalid page. Must be a positive integer"),
-                (400, "Invalid limit. Must be between 1 and 100"),
-            ),
-            **ADMIN_ERRORS,
+            200: AdminUserListOutputSerializer,
+            **plain_text_errors((400, PAGE_MESSAGE), (400, LIMIT_MESSAGE), *AUTH_ERRORS, *ADMIN_ERRORS),
         },
     )
     def list(self, request: Request) -> Response:
-        page = page_request(request.query_params)
-        search = (request.query_params.get("search") or request.query_params.get("username") or "").strip()
-        users, pagination = paginate(selectors.user_list_with_stats(search=search or None), page)
-        return Response({"users": [admin_user_body(user) for user in users], "pagination": pagination})
+        serializer = AdminUserListInputSerializer(data=request.query_params.dict())
+        serializer.is_valid(raise_exception=True)
+        query = serializer.validated_data
+        users, pagination = paginate(
+            selectors.user_list_with_stats(search=query["search"]),
+            PageRequest(page=query["page"], limit=query["limit"]),
+        )
+        return Response(AdminUserListOutputSerializer({"users": users, "pagination": pagination}).data)
 
     @extend_schema(
         operation_id="admin_users_update",
@@ -205,45 +248,46 @@ class AdminUserViewSet(viewsets.ViewSet):
             "before either is written. The multiplier is kept to 4 decimal places."
         ),
         tags=["admin"],
-        parameters=[OpenApiParameter("uuid", str, OpenApiParameter.PATH, description="User UUID (32 hex digits).")],
-        request={"application/json": AdminUserUpdateSerializer},
+        parameters=[uuid_path_parameter("uuid", "User UUID (32 hex digits, or hyphenated).")],
+        request={"application/json": AdminUserUpdateInputSerializer},
         examples=[
-            OpenApiExample("Grant tokens", value={"token_balance": 5000, "price_multiplier": 0.5}, request_only=True)
+            OpenApiExample("Grant tokens", value={"token_balance": 5000, "price_multiplier": 0.5}, request_only=True),
+            OpenApiExample(
+                "Updated",
+                value={
+                    "message": "User updated successfully",
+                    "updated_fields": ["token_balance", "price_multiplier"],
+                    "user": {
+                        "uuid": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6e",
+                        "username": "john_doe",
+                        "token_balance": 5000,
+                        "price_multiplier": 0.5,
+                    },
+                },
+                response_only=True,
+                status_codes=["200"],
+            ),
         ],
         responses={
-            200: AdminUserUpdateResponseSerializer,
+            200: AdminUserUpdateOutputSerializer,
             **plain_text_errors(
                 (400, "Invalid UUID format"),
                 (400, "token_balance must be an integer"),
+                (400, "price_multiplier must be a number"),
                 (400, "token_balance must be non-negative"),
                 (400, f"token_balance must be at most {services.TOKEN_BALANCE_MAX}"),
-                (400, "price_multiplier must be a number"),
                 (400, "price_multiplier must be non-negative"),
-                (400, "price_multiplier must be at most 1000"),
+                (400, f"price_multiplier must be at most {services.PRICE_MULTIPLIER_MAX}"),
                 (400, "No valid fields to update. Provide token_balance or price_multiplier"),
                 (404, "User not found"),
+                *AUTH_ERRORS,
+                *ADMIN_ERRORS,
+                *BODY_ERRORS,
             ),
-            **ADMIN_ERRORS,
         },
     )
     def partial_update(self, request: Request, uuid: str) -> Response:
         user_id = parse_uuid(uuid)
-        serializer = AdminUserUpdateSerializer(data=body_object(request))
-        serializer.is_valid(raise_exception=True)
-        user, updated = services.admin_user_update(
-            user_id=user_id,
-            token_balance=serializer.validated_data.get("token_balance"),
-            price_multiplier=serializer.validated_data.get("price_multiplier"),
-        )
-        return Response(
-            {
-                "message": "User updated successfully",
-                "updated_fields": updated,
-                "user": {
-                    "uuid": user.id.hex,
-                    "username": user.username,
-                    "token_balance": user.token_balance,
-                    "price_multiplier": float(user.price_multiplier),
-                },
-            }
-        )
+        data = validated_body(AdminUserUpdateInputSerializer, request)
+        user, updated = services.balance_set(user_id=user_id, **data)
+        return Response(AdminUserUpdateOutputSerializer({"updated_fields": updated, "user": user}).data)

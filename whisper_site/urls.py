@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework import permissions
 
 api_patterns = [
     path("", include("accounts.urls")),
     path("", include("files.urls")),
     path("", include("transcriptions.urls")),
     path("", include("admin_api.urls")),
+    # The OpenAPI document of the whole API and its interactive page. Public, like
+    # the reference itself: no credentials are read, so a stale Authorization
+    # header in a browser never turns the docs into a 401.
+    re_path(
+        r"^schema/?$",
+        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[permissions.AllowAny]),
+        name="api-schema",
+    ),
+    re_path(
+        r"^docs/?$",
+        SpectacularSwaggerView.as_view(
+            url_name="api-schema", authentication_classes=[], permission_classes=[permissions.AllowAny]
+        ),
+        name="api-docs",
+    ),
 ]
 
 urlpatterns = [

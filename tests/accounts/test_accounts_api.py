@@ -8,6 +8,7 @@ from unittest import mock
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -228,6 +229,40 @@ def test_me_trailing_slash_works_too(client_key: APIClient) -> None:
     assert client_key.get("/api/v1/user/me/").status_code == 200
 
 
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_every_account_route_takes_an_optional_trailing_slash(anon: APIClient, slash: str) -> None:
+    assert anon.get(f"/api/v1/health{slash}").status_code == 200
+    registered = anon.post(f"/api/v1/user/register{slash}", {"username": "dora", "password": PASSWORD}, format="json")
+    assert registered.status_code == 200, registered.content
+    login = anon.post(f"/api/v1/user/login{slash}", {"username": "dora", "password": PASSWORD}, format="json")
+    assert login.status_code == 200
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Basic {login.json()['session_id']}")
+    assert client.get(f"/api/v1/user/me{slash}").status_code == 200
+    assert client.patch(f"/api/v1/user/me{slash}", {"username": "dora2"}, format="json").status_code == 200
+    assert client.get(f"/api/v1/user/sessions{slash}").status_code == 200
+    assert client.get(f"/api/v1/user/token{slash}").status_code == 200
+    token_id = client.post(f"/api/v1/user/token{slash}", {"name": "k"}, format="json").json()["token_id"]
+    assert client.delete(f"/api/v1/user/token/{token_id}{slash}").status_code == 200
+    assert client.post(f"/api/v1/user/logout{slash}").status_code == 200
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Basic {registered.json()['session_id']}")
+    assert other.delete(f"/api/v1/user/me{slash}", {"password": PASSWORD}, format="json").status_code == 200
+    # Only one slash: a doubled one is an unknown path.
+    assert anon.get("/api/v1/health//").status_code == 404
+
+
+def test_routes_have_names() -> None:
+    assert reverse("health") == "/api/v1/health"
+    assert reverse("user-register") == "/api/v1/user/register"
+    assert reverse("user-login") == "/api/v1/user/login"
+    assert reverse("user-logout") == "/api/v1/user/logout"
+    assert reverse("user-me") == "/api/v1/user/me"
+    assert reverse("user-sessions") == "/api/v1/user/sessions"
+    assert reverse("user-token-list") == "/api/v1/user/token"
+    assert reverse("user-token-detail", kwargs={"token_id": "0" * 32}) == f"/api/v1/user/token/{'0' * 32}"
+
+
 def test_patch_me_username_and_password(client_session: APIClient, user: User, session: UserSession) -> None:
     _, other_session = make_user("carol")
     second = UserSession.objects.create(user=user, user_agent="other device")
@@ -267,9 +302,53 @@ def test_patch_me_errors(client_session: APIClient, user: User, body: dict, stat
     assert user.username == "alice" and user.check_password(PASSWORD)
 
 
-def test_patch_me_rejects_non_string_fields(client_session: APIClient) -> None:
-    response = client_session.patch("/api/v1/user/me", {"username": 12345}, format="json")
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"username": 12345}, "Invalid username"),
+        ({"username": True}, "Invalid username"),
+        ({"password": ["NewP@ssw0rd12345"], "old_password": PASSWORD}, "Invalid password"),
+        ({"password": "NewP@ssw0rd12345", "old_password": 1}, "Invalid old_password"),
+        # The first field in the order username, password, old_password, avatar.
+        ({"avatar": 5, "old_password": 1, "username": 1}, "Invalid username"),
+        ({"avatar": "not a file"}, "avatar must be an image file upload"),
+        ({"avatar": {"name": "x.png"}}, "avatar must be an image file upload"),
+        # null and an empty avatar are "not given".
+        ({"username": None, "password": None, "avatar": None}, "No fields to update"),
+        ({"avatar": ""}, "No fields to update"),
+        ({"password": "", "old_password": ""}, "old_password is required to update password"),
+        ({"username": ""}, "Invalid username. Must be 3-20 characters"),
+    ],
+)
+def test_patch_me_rejects_what_is_not_a_string_or_a_file(
+    client_session: APIClient, user: User, body: dict, message: str
+) -> None:
+    response = client_session.patch("/api/v1/user/me", body, format="json")
     assert response.status_code == 400
+    assert text(response).startswith(message)
+    user.refresh_from_db()
+    assert user.username == "alice" and user.check_password(PASSWORD)
+
+
+def test_patch_me_multipart_fields(client_session: APIClient, user: User) -> None:
+    response = client_session.patch("/api/v1/user/me", {"username": "alice_2", "avatar": ""}, format="multipart")
+    assert response.status_code == 200
+    assert response.json()["updated_fields"] == ["username"]
+    user.refresh_from_db()
+    assert user.username == "alice_2"
+
+
+def test_patch_me_password_change_with_an_api_key_ends_every_session(
+    client_key: APIClient, user: User, session: UserSession
+) -> None:
+    response = client_key.patch(
+        "/api/v1/user/me", {"password": "NewP@ssw0rd12345", "old_password": PASSWORD}, format="json"
+    )
+    assert response.status_code == 200
+    session.refresh_from_db()
+    assert session.ended_at is not None
+    # The API key is no session: it keeps working.
+    assert client_key.get("/api/v1/user/me").status_code == 200
 
 
 def test_delete_me(client_key: APIClient, user: User) -> None:
@@ -319,6 +398,20 @@ def test_logout_errors(client_session: APIClient, client_key: APIClient) -> None
     assert unknown.status_code == 404
     bad = client_session.post("/api/v1/user/logout", {"session_id": "xyz"}, format="json")
     assert bad.status_code == 400 and text(bad) == "Invalid session ID format"
+    for value in ("", 42, ["0" * 32], "0" * 31):
+        bad = client_session.post("/api/v1/user/logout", {"session_id": value}, format="json")
+        assert bad.status_code == 400 and text(bad) == "Invalid session ID format", value
+    # The credential is checked before the body.
+    with_key = client_key.post("/api/v1/user/logout", {"session_id": "xyz"}, format="json")
+    assert with_key.status_code == 400 and text(with_key) == "Cannot logout with API key. Use session authentication"
+
+
+def test_logout_takes_a_hyphenated_session_id(client_session: APIClient, user: User) -> None:
+    second = UserSession.objects.create(user=user)
+    response = client_session.post("/api/v1/user/logout", {"session_id": str(second.id)}, format="json")
+    assert response.status_code == 200
+    second.refresh_from_db()
+    assert second.ended_at is not None
 
 
 # --- sessions ------------------------------------------------------------------
@@ -405,7 +498,12 @@ def test_token_revoke_errors_and_isolation(client_session: APIClient, other_clie
     assert foreign.status_code == 404 and text(foreign) == "Token not found or access denied"
     assert other_client.get("/api/v1/user/token").json() == {"tokens": []}
     hyphenated = "-".join([token_id[:8], token_id[8:12], token_id[12:16], token_id[16:20], token_id[20:]])
-    assert client_session.delete(f"/api/v1/user/token/{hyphenated}").status_code == 200
+    revoked = client_session.delete(f"/api/v1/user/token/{hyphenated}")
+    assert revoked.status_code == 200
+    assert revoked.json() == {"message": "Token revoked successfully", "token_id": token_id, "token_name": "mine"}
+    # Any text up to the next slash is an id to parse, dots included.
+    dotted = client_session.delete("/api/v1/user/token/a.b")
+    assert dotted.status_code == 400 and text(dotted) == "Invalid token ID format"
 
 
 # --- health and plain-text errors ---------------------------------------------------
@@ -434,7 +532,7 @@ def test_unknown_path_and_wrong_method_are_plain_text(anon: APIClient, client_ke
 
 def test_unhandled_error_is_plain_500(client_key: APIClient) -> None:
     client_key.raise_request_exception = False
-    with mock.patch("accounts.apis.user_body", side_effect=RuntimeError("boom")):
+    with mock.patch("accounts.apis.UserOutputSerializer.to_representation", side_effect=RuntimeError("boom")):
         response = client_key.get("/api/v1/user/me")
     assert response.status_code == 500
     assert text(response) == "Internal server error"

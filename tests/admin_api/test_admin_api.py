@@ -7,6 +7,7 @@ import itertools
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -186,14 +187,30 @@ def test_list_is_newest_first_and_paginated(admin_client: APIClient) -> None:
     [
         ("page=0", "Invalid page. Must be a positive integer"),
         ("page=x", "Invalid page. Must be a positive integer"),
+        ("page=", "Invalid page. Must be a positive integer"),
+        ("page=%2B1", "Invalid page. Must be a positive integer"),
+        ("page=1.0", "Invalid page. Must be a positive integer"),
+        ("page=1e2", "Invalid page. Must be a positive integer"),
+        ("page=%EF%BC%91", "Invalid page. Must be a positive integer"),  # a fullwidth digit one
+        ("page=1234567890", "Invalid page. Must be a positive integer"),
         ("limit=101", "Invalid limit. Must be between 1 and 100"),
         ("limit=-1", "Invalid limit. Must be between 1 and 100"),
+        ("limit=0", "Invalid limit. Must be between 1 and 100"),
+        ("limit=", "Invalid limit. Must be between 1 and 100"),
+        # The page is checked first.
+        ("limit=0&page=0", "Invalid page. Must be a positive integer"),
     ],
 )
 def test_list_rejects_bad_pagination(admin_client: APIClient, query: str, message: str) -> None:
     response = admin_client.get(f"/api/v1/admin/users?{query}")
     assert response.status_code == 400
     assert text(response) == message
+
+
+@pytest.mark.parametrize(("query", "page", "limit"), [("page=%202%20&limit=1", 2, 1), ("page=002&limit=0100", 2, 100)])
+def test_list_reads_padded_numbers(admin_client: APIClient, query: str, page: int, limit: int) -> None:
+    body = admin_client.get(f"/api/v1/admin/users?{query}").json()
+    assert (body["pagination"]["page"], body["pagination"]["limit"]) == (page, limit)
 
 
 def test_search_by_username(admin_client: APIClient) -> None:
@@ -203,8 +220,12 @@ def test_search_by_username(admin_client: APIClient) -> None:
         assert set(rows) == {"john_doe", "Johnny"}
     body = admin_client.get("/api/v1/admin/users?search=nobody").json()
     assert body == {"users": [], "pagination": {"page": 1, "limit": 10, "total_count": 0, "total_pages": 0}}
-    # An empty search is no filter.
+    # An empty search is no filter, and gives way to the alias; blank text is no filter either.
     assert len(by_name(admin_client.get("/api/v1/admin/users?search="))) == 4
+    assert set(by_name(admin_client.get("/api/v1/admin/users?search=&username=jan"))) == {"jane"}
+    assert set(by_name(admin_client.get("/api/v1/admin/users?search=jan&username=john"))) == {"jane"}
+    assert len(by_name(admin_client.get("/api/v1/admin/users?search=%20%20&username=jan"))) == 4
+    assert set(by_name(admin_client.get("/api/v1/admin/users?search=%20jane%20"))) == {"jane"}
 
 
 def _populate(count: int) -> None:
@@ -369,3 +390,10 @@ def test_get_on_a_user_is_405(admin_client: APIClient, user: User) -> None:
     response = admin_client.get(f"/api/v1/admin/users/{user.id.hex}")
     assert response.status_code == 405
     assert text(response) == "Method not allowed"
+
+
+def test_routes_have_names() -> None:
+    assert reverse("admin-users-list") == "/api/v1/admin/users"
+    assert reverse("admin-users-detail", kwargs={"uuid": "0" * 32}) == f"/api/v1/admin/users/{'0' * 32}"
+    assert reverse("api-schema") == "/api/v1/schema"
+    assert reverse("api-docs") == "/api/v1/docs"

@@ -166,7 +166,7 @@ def test_admin_responses_conform_to_the_schema(schema: dict[str, Any], admin_cli
 
 
 def test_account_responses_conform_to_the_schema(schema: dict[str, Any], anon: APIClient) -> None:
-    """The contract overlay describes views of other apps: check it against them."""
+    """The account views' output serializers, checked against the answers the views give."""
     checks: list[tuple[str, str, Any]] = []
     response = anon.get("/api/v1/health")
     checks.append(("get", "/api/v1/health", response.json()))
@@ -236,3 +236,102 @@ def test_file_and_transcription_responses_conform_to_the_schema(
     assert len(by_file["transcriptions"]) == 2
     check("delete", job_item, client_key.delete(f"/api/v1/transcribe/{job_id}"))
     check("delete", file_item, client_key.delete(f"/api/v1/file/{file_id}"))
+
+
+ACCOUNT_AND_ADMIN_OPERATIONS = {
+    ("get", "/api/v1/health"): "health",
+    ("post", "/api/v1/user/register"): "user_register",
+    ("post", "/api/v1/user/login"): "user_login",
+    ("post", "/api/v1/user/logout"): "user_logout",
+    ("get", "/api/v1/user/me"): "user_me_get",
+    ("patch", "/api/v1/user/me"): "user_me_update",
+    ("delete", "/api/v1/user/me"): "user_me_delete",
+    ("get", "/api/v1/user/token"): "user_token_list",
+    ("post", "/api/v1/user/token"): "user_token_create",
+    ("delete", "/api/v1/user/token/{token_id}"): "user_token_revoke",
+    ("get", "/api/v1/user/sessions"): "user_sessions_list",
+    ("get", "/api/v1/admin/users"): "admin_users_list",
+    ("patch", "/api/v1/admin/users/{uuid}"): "admin_users_update",
+}
+
+
+def error_messages(operation: dict[str, Any], status: int) -> set[str]:
+    examples = operation["responses"][str(status)]["content"]["text/plain"]["examples"]
+    return {example["value"] for example in examples.values()}
+
+
+def test_account_and_admin_operations_come_from_the_code(schema: dict[str, Any]) -> None:
+    """Every account and admin operation, as its extend_schema and serializers describe it."""
+    operations = {(method, path) for path, item in schema["paths"].items() for method in item if method in METHODS}
+    assert set(ACCOUNT_AND_ADMIN_OPERATIONS) <= operations
+    for (method, path), operation_id in ACCOUNT_AND_ADMIN_OPERATIONS.items():
+        operation = schema["paths"][path][method]
+        assert operation["operationId"] == operation_id
+        assert operation["tags"] and operation["summary"]
+        # The success body is the output serializer's component, not a schema
+        # written beside the code (the contract overlay writes them inline).
+        assert "$ref" in operation["responses"]["200"]["content"]["application/json"]["schema"], (method, path)
+        if operation["security"]:
+            assert "Missing valid Authorization header with session or API key" in error_messages(operation, 401)
+        if path.startswith("/api/v1/admin/"):
+            assert error_messages(operation, 403) == {"Access denied. Admin privileges required"}
+
+    register = schema["paths"]["/api/v1/user/register"]["post"]
+    assert {"Missing username", "Password must contain at least 1 digit(s)"} <= error_messages(register, 400)
+    assert error_messages(register, 409) == {"Username already exists"}
+    assert error_messages(register, 413) == {"Request body too large"}
+    assert error_messages(register, 415) == {"Unsupported Content-Type"}
+    credentials = resolve(register["requestBody"]["content"]["application/json"]["schema"], schema)
+    assert set(credentials["required"]) == {"username", "password"}
+    login = schema["paths"]["/api/v1/user/login"]["post"]
+    assert error_messages(login, 429) == {"Too many failed login attempts. Try again later"}
+
+    # DELETE /user/me takes the password in its body.
+    delete_me = schema["paths"]["/api/v1/user/me"]["delete"]
+    assert delete_me["requestBody"]["required"] is True
+    body = resolve(delete_me["requestBody"]["content"]["application/json"]["schema"], schema)
+    assert body["required"] == ["password"]
+    # The avatar is a file part of a multipart body.
+    update = schema["paths"]["/api/v1/user/me"]["patch"]
+    form = resolve(update["requestBody"]["content"]["multipart/form-data"]["schema"], schema)
+    assert form["properties"]["avatar"]["format"] == "binary"
+
+    revoke = schema["paths"]["/api/v1/user/token/{token_id}"]["delete"]
+    (parameter,) = revoke["parameters"]
+    assert parameter["in"] == "path" and "[0-9a-fA-F]{32}" in parameter["schema"]["pattern"]
+
+    listing = schema["paths"]["/api/v1/admin/users"]["get"]
+    bounds = {p["name"]: p["schema"] for p in listing["parameters"]}
+    assert (bounds["page"]["type"], bounds["page"]["minimum"], bounds["page"]["default"]) == ("integer", 1, 1)
+    assert (bounds["limit"]["minimum"], bounds["limit"]["maximum"], bounds["limit"]["default"]) == (1, 100, 10)
+
+
+def documented_example(schema: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    content = schema["paths"][path][method]["requestBody"]["content"]
+    (example,) = [e["value"] for media in content.values() for e in media.get("examples", {}).values()]
+    return example
+
+
+def test_request_examples_are_accepted(schema: dict[str, Any], anon: APIClient, admin_client: APIClient) -> None:
+    """Each request example of the document, sent as it is, succeeds."""
+    register = documented_example(schema, "post", "/api/v1/user/register")
+    assert anon.post("/api/v1/user/register", register, format="json").status_code == 200
+    login = documented_example(schema, "post", "/api/v1/user/login")
+    response = anon.post("/api/v1/user/login", login, format="json")
+    assert response.status_code == 200
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Basic {response.json()['session_id']}")
+    token = documented_example(schema, "post", "/api/v1/user/token")
+    assert client.post("/api/v1/user/token", token, format="json").status_code == 200
+    user = User.objects.get(username=register["username"])
+    change = documented_example(schema, "patch", "/api/v1/admin/users/{uuid}")
+    assert admin_client.patch(f"/api/v1/admin/users/{user.id.hex}", change, format="json").status_code == 200
+    delete = documented_example(schema, "delete", "/api/v1/user/me")
+    assert client.delete("/api/v1/user/me", delete, format="json").status_code == 200
+
+
+def test_response_examples_conform_to_the_schema(schema: dict[str, Any]) -> None:
+    for method, path in ACCOUNT_AND_ADMIN_OPERATIONS:
+        content = schema["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+        (example,) = content["examples"].values()
+        conforms(example["value"], content["schema"], schema, f"{method.upper()} {path}")

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from admin_api import services
+from accounts import services
 from whisper_site.errors import ApplicationError
 
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            user, previous = services.user_price_multiplier_set(
+            user, previous = services.price_multiplier_set(
                 username=options["username"], price_multiplier=options["value"]
             )
         except ApplicationError as exc:

@@ -1,20 +1,21 @@
-"""Operator writes: balances, price multipliers and session clean-up.
+"""The token balance and the price multiplier: the one owner of both.
 
-Shared by the admin API (``PATCH /admin/users/:uuid``) and the management
-commands, so that both enforce the same bounds with the same messages.
+Every change of a balance goes through these functions, whoever asks for it
+(a transcription job, the admin API, an operator's command). Each is one
+conditional UPDATE computed in the database (``F()``) or a write under the
+user's row lock, so concurrent changes never lose one another.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import transaction
 from django.db.models import F, Q
-from django.utils import timezone
 
-from accounts.models import User, UserSession
+from accounts.models import User
+from accounts.services.users import user_get_by_username
 from whisper_site.errors import ApplicationError
 
 # Far above any real balance, far below the 64-bit column's limit: a typo of a
@@ -24,7 +25,39 @@ PRICE_MULTIPLIER_MAX = Decimal(1000)
 # The column keeps 4 decimal places; rounding here makes the stored value the
 # one we answer with, on every database.
 PRICE_MULTIPLIER_STEP = Decimal("0.0001")
-PURGE_BATCH_SIZE = 5000
+
+
+class InsufficientBalance(Exception):
+    """The balance does not cover a charge; nothing was taken."""
+
+    def __init__(self, *, required: int, available: int) -> None:
+        super().__init__(f"Insufficient token balance. Required: {required}, Available: {available}")
+        self.required = required
+        self.available = available
+
+
+def balance_charge(*, user_id: uuid.UUID, amount: int) -> None:
+    """Take ``amount`` tokens from the user's balance, or raise :class:`InsufficientBalance`.
+
+    Race: two jobs of one user charged at once by different workers. The UPDATE only
+    succeeds while the balance covers the amount, and the database serialises the two
+    UPDATEs of the user's row, so the second sees the first one's result: the balance
+    can never go below zero (the CHECK constraint is the backstop).
+    """
+    if amount <= 0:
+        return
+    charged = User.objects.filter(pk=user_id, token_balance__gte=amount).update(
+        token_balance=F("token_balance") - amount
+    )
+    if not charged:
+        available = User.objects.values_list("token_balance", flat=True).filter(pk=user_id).first() or 0
+        raise InsufficientBalance(required=amount, available=available)
+
+
+def balance_refund(*, user_id: uuid.UUID, amount: int) -> None:
+    """Give back ``amount`` tokens taken by :func:`balance_charge`."""
+    if amount > 0:
+        User.objects.filter(pk=user_id).update(token_balance=F("token_balance") + amount)
 
 
 def token_balance_validate(*, token_balance: int) -> None:
@@ -46,15 +79,15 @@ def price_multiplier_clean(*, price_multiplier: Decimal) -> Decimal:
     return price_multiplier.quantize(PRICE_MULTIPLIER_STEP, rounding=ROUND_HALF_UP)
 
 
-def admin_user_update(
+def balance_set(
     *, user_id: uuid.UUID, token_balance: int | None = None, price_multiplier: Decimal | None = None
 ) -> tuple[User, list[str]]:
     """Set a user's token balance and/or price multiplier; returns the user and the updated fields.
 
     Both values are validated before either is written. The balance is set,
-    not added: a job charged in the same instant is either before this write
-    (and overwritten, as the operator asked for this balance) or after it
-    (and charged from it); the row lock keeps the two from interleaving.
+    not added. Race: a job charged in the same instant is either before this
+    write (and overwritten, as the operator asked for this balance) or after
+    it (and charged from it); the row lock keeps the two from interleaving.
     """
     changes: dict[str, object] = {}
     if token_balance is not None:
@@ -74,20 +107,13 @@ def admin_user_update(
     return user, list(changes)
 
 
-def user_get_by_username(*, username: str) -> User:
-    """The user of that name, matched case-insensitively as at login."""
-    user = User.objects.filter(username__iexact=username).first()
-    if user is None:
-        raise ApplicationError(f"User not found: {username}", 404)
-    return user
-
-
-def user_tokens_grant(*, username: str, amount: int, expect_balance: int | None = None) -> User:
+def balance_grant(*, username: str, amount: int, expect_balance: int | None = None) -> User:
     """Add ``amount`` tokens to a balance in one conditional UPDATE.
 
-    ``F()`` adds in the database, so a job charged concurrently is never lost
-    to a read-modify-write. ``expect_balance`` makes a retried grant safe: it
-    only applies while the balance is still the one the operator saw.
+    Race: a job charged while the grant runs. ``F()`` adds in the database, so
+    neither change is lost to a read-modify-write. ``expect_balance`` makes a
+    retried grant safe: it only applies while the balance is still the one
+    the operator saw.
     """
     if amount < 1:
         raise ApplicationError("AMOUNT must be a positive integer", 400)
@@ -111,8 +137,8 @@ def user_tokens_grant(*, username: str, amount: int, expect_balance: int | None 
     return user
 
 
-def user_price_multiplier_set(*, username: str, price_multiplier: Decimal) -> tuple[User, Decimal]:
-    """Set a user's price multiplier; returns the user and the previous multiplier."""
+def price_multiplier_set(*, username: str, price_multiplier: Decimal) -> tuple[User, Decimal]:
+    """Set a user's price multiplier under the row lock; returns the user and the previous multiplier."""
     value = price_multiplier_clean(price_multiplier=price_multiplier)
     with transaction.atomic():
         user = user_get_by_username(username=username)
@@ -122,34 +148,3 @@ def user_price_multiplier_set(*, username: str, price_multiplier: Decimal) -> tu
             user.price_multiplier = value
             user.save(update_fields=["price_multiplier"])
     return user, previous
-
-
-@dataclass(frozen=True)
-class PurgeResult:
-    ended: int
-    expired: int
-
-    @property
-    def total(self) -> int:
-        return self.ended + self.expired
-
-
-def session_purge(*, dry_run: bool = False) -> PurgeResult:
-    """Delete sessions that can never authenticate again: ended or past their lifetime.
-
-    Deleted in batches of ids, so that a large backlog never holds one long
-    lock on the sessions table while users are logging in.
-    """
-    cutoff = timezone.now() - UserSession.lifetime()
-    ended = UserSession.objects.filter(ended_at__isnull=False)
-    expired = UserSession.objects.filter(ended_at__isnull=True, created_at__lte=cutoff)
-    result = PurgeResult(ended=ended.count(), expired=expired.count())
-    if dry_run:
-        return result
-    stale = UserSession.objects.filter(Q(ended_at__isnull=False) | Q(created_at__lte=cutoff)).order_by()
-    while True:
-        ids = list(stale.values_list("pk", flat=True)[:PURGE_BATCH_SIZE])
-        if not ids:
-            break
-        UserSession.objects.filter(pk__in=ids).delete()
-    return result

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from admin_api import services
+from accounts import services
 from whisper_site.errors import ApplicationError
 
 
@@ -41,7 +41,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            user = services.user_tokens_grant(
+            user = services.balance_grant(
                 username=options["username"], amount=options["amount"], expect_balance=options["expect_balance"]
             )
         except ApplicationError as exc:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from admin_api import services
+from accounts import services
 
 
 class Command(BaseCommand):

@@ -37,7 +37,7 @@ def run(*args: str) -> str:
     ],
 )
 def test_every_command_has_help(name: str, words: list[str]) -> None:
-    command = load_command_class("admin_api", name)
+    command = load_command_class("accounts", name)
     help_text = command.create_parser("manage.py", name).format_help()
     for word in words:
         assert word in help_text
@@ -145,9 +145,9 @@ def test_purge_sessions_deletes_ended_and_expired_only(bob: User) -> None:
 
 
 def test_purge_sessions_works_in_batches(bob: User, monkeypatch: pytest.MonkeyPatch) -> None:
-    from admin_api import services
+    from accounts.services import sessions
 
-    monkeypatch.setattr(services, "PURGE_BATCH_SIZE", 2)
+    monkeypatch.setattr(sessions, "PURGE_BATCH_SIZE", 2)
     UserSession.objects.bulk_create(UserSession(user=bob, ended_at=timezone.now()) for _ in range(5))
     assert "Deleted 5 session(s)" in run("purge_sessions")
     assert not UserSession.objects.exists()
