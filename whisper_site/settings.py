@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "files",
     "transcriptions",
     "admin_api",
+    "whisper_site",
 ]
 
 MIDDLEWARE = [
