@@ -89,9 +89,16 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MODELS_DIR = Path(env_str("MODELS_DIR", str(DATA_DIR / "models")))
-STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
 MEDIA_URL = "/media/"
+
+# Static files (the admin's and Swagger UI's), served by WhiteNoise. The image
+# collects them into STATIC_ROOT at build time (Dockerfile sets it); without a
+# STATIC_ROOT, as under `make run`, WhiteNoise serves them straight from the
+# apps' static folders through Django's finders, so nothing is collected first.
 STATIC_URL = "/static/"
+_static_root = env_str("STATIC_ROOT", "")
+STATIC_ROOT = Path(_static_root) if _static_root else None
+WHITENOISE_USE_FINDERS = STATIC_ROOT is None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -229,7 +236,6 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_HANDLERS = ["files.uploads.NoFilesUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
 os.makedirs(FILE_UPLOAD_TEMP_DIR, exist_ok=True)
-os.makedirs(STATIC_ROOT, exist_ok=True)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 100
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("UPLOAD_MAX_FILES", 20, minimum=1) + 1
 
