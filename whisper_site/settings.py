@@ -280,6 +280,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
             "data_folder_in": str(_queue_dir / "out"),
             "data_folder_out": str(_queue_dir / "out"),
             "processed_folder": str(_queue_dir / "processed"),
+            # Its exchange table; kombu's default is ./control, in whatever folder the process runs in.
+            "control_folder": str(_queue_dir / "control"),
             "store_processed": False,
         }
     )
