@@ -43,6 +43,13 @@ UNSET = ("DATABASE_URL", "STATIC_ROOT", "MEDIA_ROOT", "MODELS_DIR", "CACHE_URL",
 UNSET_PREFIXES = ("CELERY_", "S3_", "TRANSCRIPTION_", "SQLITE_")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "served: runs against `manage.py serve` on its own SQLite database, whatever DATABASE_URL the suite runs on",
+    )
+
+
 def free_port() -> int:
     """A free port in the range these tests may use."""
     for port in random.sample(PORTS, len(PORTS)):

@@ -11,6 +11,8 @@ import pytest
 
 from tests.site.conftest import DATA, ROOT, Served, alive, descendants, free_port, serve_start
 
+pytestmark = pytest.mark.served
+
 FULL_LINE = 8190  # gunicorn's largest request line (whisper_site/gunicorn_conf.py)
 
 
