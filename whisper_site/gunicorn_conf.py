@@ -19,9 +19,8 @@ threads = 4
 timeout = 120
 accesslog = "-"
 # gunicorn refuses a longer request line or header field itself, before Django
-# sees the request. 8190 bytes is the most gunicorn allows for the line (its
-# default is 4094): any URL a client builds from our paths and query
-# parameters fits, and what does not is refused in plain text (below).
+# sees the request. 8190 bytes is the most it allows for the line (its default
+# is 4094); anything longer is refused in one line of plain text (below).
 limit_request_line = 8190
 limit_request_field_size = 8190
 
