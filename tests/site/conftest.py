@@ -252,5 +252,5 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield server
     finally:
         server.stop()
-        client.delete(queue)
+        client.delete(queue, f"_kombu.binding.{queue}")
         client.close()
