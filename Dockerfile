@@ -25,8 +25,10 @@ RUN pip install -r requirements.txt ${EXTRA_PIP_PACKAGES}
 
 COPY . .
 
-# Static files are part of the image (whitenoise serves them); media, models
-# and caches live in /data, a volume.
+# Static files are part of the image: collected into STATIC_ROOT, which
+# WhiteNoise serves because it is set (without it, as under `make run`,
+# WhiteNoise finds them in the apps). Media, models and caches live in /data, a
+# volume.
 RUN python manage.py collectstatic --noinput --verbosity 0 \
     && useradd --system --uid 10001 --user-group --home-dir /app --no-create-home whisper \
     && mkdir -p /data \

@@ -18,12 +18,12 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-# Debian's Chromium for the admin-site browser test; without it (not root, no
-# apt) that one test skips and says why.
+# Debian's Chromium for the browser tests; without it (not root, no apt) they
+# skip and say why.
 browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
-	  echo "chromium not installed: tests/admin_api/test_admin_site_browser.py will skip"
+	  echo "chromium not installed: tests/site/test_browser.py will skip"
 
 run: install
 	$(PY) manage.py serve --port $(PORT)
@@ -35,9 +35,11 @@ test-sqlite: install browser
 	@echo "== test suite on SQLite =="
 	DATABASE_URL= $(PY) -m pytest $(PYTEST_ARGS)
 
+# Less the `served` tests: they start `manage.py serve` as `make run` does, on
+# its own SQLite database, so the database under test never reaches them.
 test-postgres: install browser
 	@echo "== test suite on PostgreSQL ($(TEST_DATABASE_URL)) =="
-	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not served" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

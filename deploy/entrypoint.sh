@@ -22,12 +22,12 @@ case "$role" in
         # workers on other hosts never race it for the schema.
         python manage.py migrate --noinput
         install_models
-        exec gunicorn whisper_site.wsgi:application \
+        # The configuration file is the one `manage.py serve` uses too.
+        exec gunicorn --config python:whisper_site.gunicorn_conf whisper_site.wsgi:application \
             --bind "0.0.0.0:${PORT:-8000}" \
             --workers "${WEB_WORKERS:-2}" \
-            --worker-class gthread --threads "${WEB_THREADS:-4}" \
+            --threads "${WEB_THREADS:-4}" \
             --timeout "${WEB_TIMEOUT:-120}" \
-            --access-logfile - \
             "$@"
         ;;
     worker)

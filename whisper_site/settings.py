@@ -89,9 +89,16 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MODELS_DIR = Path(env_str("MODELS_DIR", str(DATA_DIR / "models")))
-STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
 MEDIA_URL = "/media/"
+
+# Static files (the admin's and Swagger UI's), served by WhiteNoise. The image
+# collects them into STATIC_ROOT at build time (Dockerfile sets it); without a
+# STATIC_ROOT, as under `make run`, WhiteNoise serves them straight from the
+# apps' static folders through Django's finders, so nothing is collected first.
 STATIC_URL = "/static/"
+_static_root = env_str("STATIC_ROOT", "")
+STATIC_ROOT = Path(_static_root) if _static_root else None
+WHITENOISE_USE_FINDERS = STATIC_ROOT is None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -106,6 +113,7 @@ INSTALLED_APPS = [
     "files",
     "transcriptions",
     "admin_api",
+    "whisper_site",
 ]
 
 MIDDLEWARE = [
@@ -234,7 +242,6 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_HANDLERS = ["files.uploads.NoFilesUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
 os.makedirs(FILE_UPLOAD_TEMP_DIR, exist_ok=True)
-os.makedirs(STATIC_ROOT, exist_ok=True)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 100
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("UPLOAD_MAX_FILES", 20, minimum=1) + 1
 
@@ -279,6 +286,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
             "data_folder_in": str(_queue_dir / "out"),
             "data_folder_out": str(_queue_dir / "out"),
             "processed_folder": str(_queue_dir / "processed"),
+            # Its exchange table; kombu's default is ./control, in whatever folder the process runs in.
+            "control_folder": str(_queue_dir / "control"),
             "store_processed": False,
         }
     )

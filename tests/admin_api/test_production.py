@@ -1,27 +1,35 @@
-"""The production deployment: compose file, image recipe and production settings.
+"""The production deployment: compose file, image entrypoint and production settings.
 
 No Docker engine is needed: the compose file is parsed and checked here, and
 ``docker compose config`` runs too where the compose CLI exists. The
 production settings are checked by Django's own ``check --deploy`` in a fresh
-process, with the environment the compose file gives the containers.
+process, with the environment the compose file gives the containers, and the
+image's entrypoint runs its roles on the host's interpreter.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.site.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
 APP_SERVICES = ("web", "worker", "beat", "worker-gpu")
 
 
@@ -80,22 +88,6 @@ def test_production_serves_no_debug_pages(tmp_path: Path) -> None:
     env = production_env(tmp_path, DJANGO_SETTINGS_MODULE="whisper_site.settings")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.stdout.split() == ["False", "True", "True"], result.stderr
-
-
-def test_collectstatic_builds_what_whitenoise_serves(tmp_path: Path) -> None:
-    # The image runs this at build time (Dockerfile).
-    env = production_env(tmp_path)
-    result = manage(env, "collectstatic", "--noinput", "--verbosity", "0")
-    assert result.returncode == 0, result.stderr
-    static = tmp_path / "static"
-    assert (static / "admin" / "css" / "base.css").exists()
-    assert any(static.glob("drf_spectacular_sidecar/**/swagger-ui-bundle.js")) or not _has_sidecar()
-
-
-def _has_sidecar() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("drf_spectacular_sidecar") is not None
 
 
 # --- compose file ----------------------------------------------------------------
@@ -189,46 +181,78 @@ def test_docker_compose_config_accepts_the_file() -> None:
 
 
 # --- image ----------------------------------------------------------------------
+# No Docker engine here: the image's entrypoint runs on the host's interpreter,
+# with the environment the Dockerfile and the compose file give the container.
 
 
-def test_dockerfile_builds_a_non_root_image_with_static_files() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
-    assert "pip install -r requirements.txt" in dockerfile
-    assert "collectstatic --noinput" in dockerfile
-    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
-    assert users and users[-1] not in {"root", "0"}
-    assert 'ENTRYPOINT ["/app/deploy/entrypoint.sh"]' in dockerfile
+def image_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = production_env(tmp_path, **extra)
+    # `python` and `gunicorn` on PATH are this virtual environment's, as the image's are its own.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
 
 
-def test_entrypoint_roles() -> None:
-    entrypoint = ROOT / "deploy" / "entrypoint.sh"
-    assert os.access(entrypoint, os.X_OK)
-    assert subprocess.run(["sh", "-n", str(entrypoint)]).returncode == 0
-    text = entrypoint.read_text()
-    web = text.split("web)", 1)[1].split(";;", 1)[0]
-    worker = text.split("worker)", 1)[1].split(";;", 1)[0]
-    # Only the web role migrates; both serve through exec (signals reach them).
-    assert "migrate --noinput" in web and "migrate" not in worker
-    assert "exec gunicorn whisper_site.wsgi:application" in web and "gthread" in web
-    assert "exec celery -A whisper_site worker" in worker
+def http_request(url: str, headers: dict[str, str], json_body: dict[str, Any] | None = None) -> tuple[int, str, bytes]:
+    """GET, or POST ``json_body``; the status, Content-Type and body."""
+    data = None if json_body is None else json.dumps(json_body).encode()
+    if data is not None:
+        headers = {**headers, "Content-Type": "application/json"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=30) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
 
 
-def test_entrypoint_runs_management_commands(tmp_path: Path) -> None:
-    # The "manage" role as the image runs it, here on the host's interpreter.
-    entrypoint = ROOT / "deploy" / "entrypoint.sh"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    # A wrapper, not a symlink: the virtual environment is found from the real path.
-    wrapper = bin_dir / "python"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    wrapper.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DATA_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [str(entrypoint), "manage", "grant_tokens", "--help"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    assert "USERNAME AMOUNT" in result.stdout
+def test_the_web_role_serves_the_api_and_the_static_files_collected_at_build(tmp_path: Path) -> None:
+    port = free_port()
+    env = image_env(tmp_path, PORT=str(port), ALLOWED_HOSTS="127.0.0.1", WEB_WORKERS="1")
+    # What the Dockerfile runs at build time, into the STATIC_ROOT it sets.
+    collected = manage(env, "collectstatic", "--noinput", "--verbosity", "0")
+    assert collected.returncode == 0, collected.stderr
+    log_path = tmp_path / "web.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([str(ENTRYPOINT), "web"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    # Behind the TLS proxy of a deployment (PRODUCTION redirects plain HTTP).
+    https = {"X-Forwarded-Proto": "https"}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if http_request(f"{url}/api/v1/health", {})[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.25)
+        # Migrated: a user can register.
+        account = {"username": "imaged", "password": "Image-Passw0rd!"}
+        status, _, body = http_request(f"{url}/api/v1/user/register", https, account)
+        assert status == 200, body
+        status, content_type, _ = http_request(f"{url}/static/admin/css/base.css", https)
+        assert (status, content_type.split(";")[0]) == (200, "text/css")
+        status, _, _ = http_request(f"{url}/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js", https)
+        assert status == 200
+        # The gunicorn configuration of `manage.py serve`: refusals in one line of text.
+        status, content_type, body = http_request(f"{url}/api/v1/health?q={'a' * 9000}", https)
+        assert (status, content_type) == (400, "text/plain; charset=utf-8") and b"\n" not in body
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_manage_role_runs_management_commands(tmp_path: Path) -> None:
+    env = image_env(tmp_path, DJANGO_SUPERUSER_PASSWORD="Operat0r-Passw0rd!")
+    for command in (["migrate", "--noinput"], ["createsuperuser", "--noinput", "--username", "operator"]):
+        result = subprocess.run(
+            [str(ENTRYPOINT), "manage", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
+        rows = db.execute("SELECT is_admin, is_superuser FROM accounts_user WHERE username = 'operator'").fetchall()
+    assert rows == [(1, 1)]
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:

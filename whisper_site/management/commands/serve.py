@@ -31,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-migrate", action="store_true", help="Skip migrations.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # The folders a first run writes to (the SQLite file, upload spool).
+        for folder in (settings.DATA_DIR, settings.FILE_UPLOAD_TEMP_DIR):
+            os.makedirs(folder, exist_ok=True)
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         self._install_models()
@@ -44,25 +47,18 @@ class Command(BaseCommand):
         python = sys.executable
         bind = f"{options['host']}:{options['port']}"
         commands = {
+            # The image's web role runs gunicorn with the same configuration file.
             "web": [
                 python,
                 "-m",
                 "gunicorn",
-                "whisper_site.wsgi:application",
+                "--config",
+                "python:whisper_site.gunicorn_conf",
                 "--bind",
                 bind,
                 "--workers",
                 str(options["web_workers"]),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "4",
-                # gthread workers heartbeat beside the request, so a long
-                # upload is not mistaken for a hung worker.
-                "--timeout",
-                "120",
-                "--access-logfile",
-                "-",
+                "whisper_site.wsgi:application",
             ],
             "worker": [
                 python,
