@@ -7,10 +7,15 @@ credentials, and checks for the one-line 4xx (or the ordinary answer).
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
+from accounts.models import User
+from admin_api.changelist import search_by_id_or_owner
+from files.models import File
 from tests.conftest import PASSWORD, make_user
 from whisper_site.parsers import MAX_JSON_DEPTH, json_depth_exceeds
+from whisper_site.search_text import search_text_clean
 
 pytestmark = pytest.mark.django_db
 
@@ -85,6 +90,60 @@ def test_depth_scan(body: str, too_deep: bool) -> None:
 def test_malformed_json_keeps_its_message(body: str | bytes) -> None:
     response = login(body)
     assert (response.status_code, text(response)) == (400, "Malformed request body")  # type: ignore[attr-defined]
+
+
+# --- NUL in search text (PostgreSQL refuses NUL in text values) ----------------------
+
+
+def test_search_text_clean_drops_nul_only() -> None:
+    assert search_text_clean("a\x00b\x00") == "ab"
+    assert search_text_clean(" Ünï cödé\t") == " Ünï cödé\t"
+
+
+@pytest.mark.parametrize("parameter", ["search", "username"])
+def test_admin_user_search_with_nul(admin_client: APIClient, parameter: str) -> None:
+    make_user("cab")
+    response = admin_client.get(f"/api/v1/admin/users?{parameter}=a%00b")
+    assert response.status_code == 200, text(response)
+    assert [row["username"] for row in response.json()["users"]] == ["cab"]
+
+
+@pytest.fixture
+def operator(db: None) -> Client:
+    client = Client()
+    client.force_login(User.objects.create(username="operator", password="!", is_admin=True, is_superuser=True))
+    return client
+
+
+@pytest.fixture
+def carols_file(db: None) -> File:
+    carol = User.objects.create(username="carol", password="!")
+    return File.objects.create(
+        owner=carol, filename="talk.mp3", kind="audio", content_type="audio/mpeg", blake3="c" * 64
+    )
+
+
+def test_changelist_search_helper_with_nul(carols_file: File) -> None:
+    found = search_by_id_or_owner(File.objects.all(), "ca\x00rol", owner_field="owner")
+    assert list(found) == [carols_file]
+
+
+def test_admin_autocomplete_with_nul(operator: Client, carols_file: File) -> None:
+    # The autocomplete view hands its term to FileAdmin.get_search_results as given.
+    response = operator.get(
+        "/admin/autocomplete/",
+        {"app_label": "transcriptions", "model_name": "transcription", "field_name": "file", "term": "ca\x00rol"},
+    )
+    assert response.status_code == 200
+    assert [row["id"] for row in response.json()["results"]] == [str(carols_file.pk)]
+
+
+@pytest.mark.parametrize(
+    "path", ["accounts/user", "files/file", "transcriptions/transcription", "accounts/usersession"]
+)
+def test_admin_change_list_search_with_nul(operator: Client, path: str) -> None:
+    # Django's own search form refuses the term ("Null characters are not allowed.").
+    assert operator.get(f"/admin/{path}/?q=a%00b").status_code == 200
 
 
 # --- query strings, paths and headers --------------------------------------------------
