@@ -19,6 +19,7 @@ from accounts.selectors import user_stats_get
 from accounts.services import password_validate, username_validate
 from whisper_site.admin_changelist import LargeTablePaginator, search_by_id_or_owner
 from whisper_site.errors import ApplicationError
+from whisper_site.search_text import search_text_clean
 
 
 class PasswordRulesMixin:
@@ -86,6 +87,11 @@ class UserAdmin(DjangoUserAdmin):
     list_display = ("username", "is_admin", "is_active", "token_balance", "price_multiplier", "registered_at")
     list_filter = ("is_admin", "is_active")
     search_fields = ("username",)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[User], search_term: str) -> Any:
+        # The autocomplete of other models' owner field searches here: PostgreSQL refuses NUL.
+        return super().get_search_results(request, queryset, search_text_clean(search_term))
+
     ordering = ("-registered_at",)
     filter_horizontal = ()
     readonly_fields = ("id", "registered_at", "last_login", "statistics")

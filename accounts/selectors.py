@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import ApiKey, User, UserSession
+from whisper_site.search_text import search_text_clean
 
 STATS_WINDOW = dt.timedelta(days=30)
 
@@ -117,7 +118,7 @@ def user_list_with_stats(*, search: str | None = None) -> QuerySet[User]:
     """
     queryset = User.objects.all()
     if search:
-        queryset = queryset.filter(username__icontains=search)
+        queryset = queryset.filter(username__icontains=search_text_clean(search))
     # The id breaks ties between users registered in the same instant
     # (UUIDv7 ids are ordered by creation too), so pages never overlap.
     return user_stats_annotate(queryset.order_by("-registered_at", "-id"))

@@ -18,13 +18,16 @@ role="${1:-web}"
 
 case "$role" in
     web)
+        # The address gunicorn listens on, exported for the settings: off
+        # loopback they refuse to start (migrate included) without SECRET_KEY.
+        export BIND_HOST="${BIND_HOST:-0.0.0.0}"
         # Only the web role migrates: workers start once it is healthy, and
         # workers on other hosts never race it for the schema.
         python manage.py migrate --noinput
         install_models
         # The configuration file is the one `manage.py serve` uses too.
         exec gunicorn --config python:whisper_site.gunicorn_conf whisper_site.wsgi:application \
-            --bind "0.0.0.0:${PORT:-8000}" \
+            --bind "${BIND_HOST}:${PORT:-8000}" \
             --workers "${WEB_WORKERS:-2}" \
             --threads "${WEB_THREADS:-4}" \
             --timeout "${WEB_TIMEOUT:-120}" \

@@ -13,7 +13,11 @@ from files.storage import storage_read, storage_size
 from whisper_site.errors import ApplicationError, plain_text_response
 
 ON_DISK_MESSAGE = "File not found on disk"
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+# A position of more significant digits than this lies past the end of any file
+# (10**20 bytes is 100 exabytes); int() of a few thousand digits would raise.
+_POSITION_DIGITS = 20
+_PAST_ANY_FILE = 10**_POSITION_DIGITS
 _EXTENSIONS = {"audio/mpeg": ".mp3", "video/mp4": ".mp4", "image/png": ".png", "image/jpeg": ".jpg",
                "image/gif": ".gif", "image/webp": ".webp"}  # fmt: skip
 
@@ -32,12 +36,22 @@ class Unsatisfiable(Exception):
     pass
 
 
+def _position(digits: str) -> int:
+    """A byte position from its decimal digits, at most :data:`_PAST_ANY_FILE`."""
+    significant = digits.lstrip("0")
+    if len(significant) > _POSITION_DIGITS:
+        return _PAST_ANY_FILE
+    return int(significant or "0")
+
+
 def byte_range(header: str | None, size: int) -> ByteRange | None:
     """The one range ``header`` asks for within ``size`` bytes, or ``None`` for the whole file.
 
     A header we do not understand, or one asking for several ranges, is
     ignored (RFC 9110 lets a server answer 200 with everything). A range
-    that starts past the end raises :class:`Unsatisfiable`.
+    that starts past the end raises :class:`Unsatisfiable`; an end or a
+    suffix past it means "to the end" (RFC 9110, 14.1.2), however many
+    digits it has.
     """
     if not header:
         return None
@@ -48,16 +62,16 @@ def byte_range(header: str | None, size: int) -> ByteRange | None:
     if not first and not last:
         return None
     if not first:
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             raise Unsatisfiable
         return ByteRange(max(0, size - suffix), size - 1)
-    start = int(first)
+    start = _position(first)
     if not last:
         if start >= size:
             raise Unsatisfiable
         return ByteRange(start, size - 1)
-    end = int(last)
+    end = _position(last)
     if end < start:
         # "bytes=5-1" is invalid syntax, which RFC 9110 says to ignore.
         return None

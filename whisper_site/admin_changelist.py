@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 from accounts.models import User
+from whisper_site.search_text import search_text_clean
 
 # Below this many rows an exact COUNT(*) is cheap; above it an unfiltered change
 # list shows PostgreSQL's planner estimate instead of scanning the whole table.
@@ -62,7 +63,7 @@ def search_by_id_or_owner(queryset: QuerySet[Any], term: str, *, owner_field: st
     owner foreign key); the substring match only scans the users table, which
     is small beside files or transcriptions.
     """
-    term = term.strip()
+    term = search_text_clean(term).strip()
     if not term:
         return queryset
     try:

@@ -15,6 +15,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from whisper_site.bind_host import EMBEDDED_SECRET_KEY, bind_host_is_loopback, embedded_secret_key_refusal
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -74,16 +76,25 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 DEBUG = env_bool("DEBUG", False)
 
-# A missing SECRET_KEY is only tolerated on the embedded defaults: production
-# (PRODUCTION=1, as the compose file sets) must provide one.
+# The embedded SECRET_KEY and ALLOWED_HOSTS=* are for a server only this machine
+# can reach. BIND_HOST is the address the web server listens on: `manage.py serve`
+# (from --host) and the image's web role export it. Unset, it is 127.0.0.1, the
+# address serve, runserver and gunicorn all bind without options; whoever binds
+# another address by hand sets BIND_HOST or SECRET_KEY (docs/configuration.md).
+# whisper_site/bind_host.py decides what is loopback, for serve too.
+# Production (PRODUCTION=1, as the compose file sets) always needs SECRET_KEY.
 PRODUCTION = env_bool("PRODUCTION", False)
+BIND_HOST = env_str("BIND_HOST", "127.0.0.1")
+LOOPBACK_ONLY = bind_host_is_loopback(BIND_HOST)
 SECRET_KEY = os.environ.get("SECRET_KEY", "").strip()
 if not SECRET_KEY:
     if PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY is required when PRODUCTION=1")
-    SECRET_KEY = "insecure-embedded-default-key-set-SECRET_KEY-in-production-0123456789"
+    if refusal := embedded_secret_key_refusal(BIND_HOST):
+        raise ImproperlyConfigured(refusal)
+    SECRET_KEY = EMBEDDED_SECRET_KEY
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if not PRODUCTION else ["localhost", "127.0.0.1"])
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if LOOPBACK_ONLY and not PRODUCTION else ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -218,7 +229,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        # DRF's JSON parser with a nesting bound (a deep body is a 400, not a RecursionError).
+        "whisper_site.parsers.BoundedJSONParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],

@@ -17,7 +17,8 @@ PURGE_BATCH_SIZE = 5000
 
 def session_create(*, user: User, user_agent: str) -> UserSession:
     """Open a 24-hour session that records the client's User-Agent."""
-    return UserSession.objects.create(user=user, user_agent=user_agent[:USER_AGENT_MAX_LENGTH])
+    # PostgreSQL refuses NUL in text; a header may carry one under servers that pass it.
+    return UserSession.objects.create(user=user, user_agent=user_agent.replace("\x00", "")[:USER_AGENT_MAX_LENGTH])
 
 
 def session_end(*, user: User, current: UserSession, session_id: uuid.UUID | None) -> UserSession:

@@ -11,8 +11,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from whisper_site.bind_host import EMBEDDED_SECRET_KEY, embedded_secret_key_refusal
 from whisper_site.broker import broker_url_choose
 
 STOP_GRACE_SECONDS = 15
@@ -31,6 +32,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-migrate", action="store_true", help="Skip migrations.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # The embedded SECRET_KEY serves loopback only: refuse before starting anything.
+        # The children's settings check the same from BIND_HOST.
+        if settings.SECRET_KEY == EMBEDDED_SECRET_KEY and (refusal := embedded_secret_key_refusal(options["host"])):
+            raise CommandError(refusal)
+        os.environ["BIND_HOST"] = options["host"]
         # The folders a first run writes to (the SQLite file, upload spool).
         for folder in (settings.DATA_DIR, settings.FILE_UPLOAD_TEMP_DIR):
             os.makedirs(folder, exist_ok=True)
