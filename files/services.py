@@ -138,7 +138,7 @@ def file_upload(*, user: User, part: StreamedUpload) -> UploadResult:
     if part.size == 0:
         return _upload_error(filename, "empty_file", "Empty file")
     try:
-        info = media.probe_media(part.temporary_file_path())
+        info = media.probe_media(part.temporary_file_path(), limits=media.MediaLimits.from_settings(settings))
     except media.EmptyMedia:
         return _upload_error(filename, "empty_file", "Empty file")
     except media.UnsupportedMedia:
@@ -275,7 +275,9 @@ def file_convert(*, file_id: uuid.UUID) -> None:
         try:
             with storage_local_path(file.original_name) as source:
                 if file.wav_name != wav_name or not storage_exists(wav_name):
-                    media.convert_to_wav(source, folder / WAV_BASENAME, timeout=soft)
+                    media.convert_to_wav(
+                        source, folder / WAV_BASENAME, timeout=soft, limits=media.MediaLimits.from_settings(settings)
+                    )
                     stored.append(storage_put(name=wav_name, path=folder / WAV_BASENAME))
                     if not _file_audio_stored(file_id=file_id, wav_name=wav_name):
                         _delete_unclaimed(file_id, stored)
@@ -287,9 +289,13 @@ def file_convert(*, file_id: uuid.UUID) -> None:
                     return
                 media_path = folder / f"{MEDIA_BASENAME}{media.EXTENSIONS[file.kind]}"
                 if file.kind == File.Kind.VIDEO:
-                    media.convert_video_to_mp4(source, media_path, timeout=soft)
+                    media.convert_video_to_mp4(
+                        source, media_path, timeout=soft, limits=media.MediaLimits.from_settings(settings)
+                    )
                 else:
-                    media.convert_audio_to_mp3(source, media_path, timeout=soft)
+                    media.convert_audio_to_mp3(
+                        source, media_path, timeout=soft, limits=media.MediaLimits.from_settings(settings)
+                    )
             media_size = media_path.stat().st_size
             media_name = storage_put(name=f"{prefix}/{media_path.name}", path=media_path)
             stored.append(media_name)
@@ -447,7 +453,11 @@ def _avatar_checked(upload: UploadedFile) -> tuple[StreamedUpload, ImageInfo]:
     if part.size == 0:
         raise ApplicationError(AVATAR_NOT_IMAGE_MESSAGE, 400)
     try:
-        image = probe_image(part.temporary_file_path())
+        image = probe_image(
+            part.temporary_file_path(),
+            max_side=settings.AVATAR_MAX_SIDE,
+            limits=media.MediaLimits.from_settings(settings),
+        )
     except NotAnImage:
         raise ApplicationError(AVATAR_NOT_IMAGE_MESSAGE, 400) from None
     return part, image
