@@ -4,23 +4,40 @@ Everything here works on file paths. Probing decodes at most a bounded number
 of packets and never reads a whole file into Python memory; conversions run
 ffmpeg as a subprocess so the media bytes never pass through Python at all.
 
+Untrusted media never gets the caller's memory: probing runs in a child
+process (forked from a forkserver that has PyAV loaded) and ffmpeg runs as a
+subprocess, each under an address-space limit and a thread cap; frame sizes
+are read from the headers and refused over the limits before any frame is
+decoded (see :class:`MediaLimits`).
+
 This module deliberately has no Django dependency so it can be used (and
 tested) from Celery workers, management commands or plain scripts.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
+import dataclasses
 import functools
+import json
+import logging
 import math
 import os
+import pickle
+import resource
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal, NoReturn
 
 import av
 from av.stream import Disposition
@@ -34,13 +51,17 @@ __all__ = [
     "MediaError",
     "MediaInfo",
     "MediaKind",
+    "MediaLimits",
     "UnsupportedMedia",
+    "call_bounded",
     "convert_audio_to_mp3",
     "convert_to_wav",
     "convert_video_to_mp4",
     "ffmpeg_binary",
     "probe_media",
 ]
+
+logger = logging.getLogger(__name__)
 
 MediaKind = Literal["audio", "video"]
 
@@ -86,6 +107,10 @@ _CONCLUSIVE_AUDIO_FRAMES = 8
 # one line per packet for the whole file.
 _STDERR_TAIL_BYTES = 4096
 
+# Wall-clock bound of one probe: packets and bytes are bounded already, this
+# catches a demuxer that crawls (and the duration fallback on a huge file).
+DEFAULT_PROBE_TIMEOUT = 120.0
+
 
 class MediaError(Exception):
     """Base class for every error raised by this module."""
@@ -112,6 +137,68 @@ class ConversionError(MediaError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class MediaLimits:
+    """How much one untrusted file may ask of the machine.
+
+    The defaults are the settings' defaults (``VIDEO_MAX_WIDTH``,
+    ``VIDEO_MAX_HEIGHT``, ``VIDEO_MAX_PIXELS``, ``MEDIA_MEMORY_LIMIT_MB``,
+    ``MEDIA_PROBE_MEMORY_LIMIT_MB``, ``MEDIA_THREADS``); callers with Django
+    settings pass ``MediaLimits.from_settings(settings)``.
+    """
+
+    #: Largest video frame accepted, read from the stream headers.
+    max_width: int = 8192
+    max_height: int = 8192
+    max_pixels: int = 40_000_000
+    #: Address-space limit of each ffmpeg run. Address space, not resident
+    #: memory: ffmpeg's threads reserve far more than they touch. Measured
+    #: with 2 threads (H.264 veryfast): a 4K video peaks at about 2 GB, one
+    #: of 40 megapixels at about 5.7 GB, which this default lets through.
+    memory_limit_mb: int = 6144
+    #: Address-space limit of the child process that probes a file (PyAV
+    #: decodes a few frames there): about 160 MB is the interpreter itself,
+    #: a 40-megapixel H.264 video probes within 400 MB.
+    probe_memory_limit_mb: int = 1024
+    #: Decoder, filter and encoder threads of one probe or conversion.
+    threads: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> MediaLimits:
+        """The limits named in ``settings`` (any object; Django's in practice), defaults for those it lacks."""
+        default = cls()
+        return cls(
+            max_width=getattr(settings, "VIDEO_MAX_WIDTH", default.max_width),
+            max_height=getattr(settings, "VIDEO_MAX_HEIGHT", default.max_height),
+            max_pixels=getattr(settings, "VIDEO_MAX_PIXELS", default.max_pixels),
+            memory_limit_mb=getattr(settings, "MEDIA_MEMORY_LIMIT_MB", default.memory_limit_mb),
+            probe_memory_limit_mb=getattr(settings, "MEDIA_PROBE_MEMORY_LIMIT_MB", default.probe_memory_limit_mb),
+            threads=getattr(settings, "MEDIA_THREADS", default.threads),
+        )
+
+    def frame_refusal(self, width: int, height: int) -> str | None:
+        """Why a ``width`` x ``height`` video frame is refused, or None when it is within the limits."""
+        if width > self.max_width or height > self.max_height:
+            return f"video frames larger than {self.max_width}x{self.max_height} pixels are not accepted"
+        if width * height > self.max_pixels:
+            return f"video frames of more than {self.max_pixels / 1e6:g} megapixels are not accepted"
+        return None
+
+    @property
+    def decoder_max_pixels(self) -> int:
+        """ffmpeg's ``max_pixels`` decoder option for these limits.
+
+        ffmpeg refuses to allocate a frame over it, for every stream it
+        decodes, including the pictures it decodes while opening a file. It
+        counts the width rounded up to 64 (stride alignment), hence the slack,
+        so that a frame our own check accepts is never refused by ffmpeg.
+        """
+        return self.max_pixels + 64 * self.max_height
+
+
+DEFAULT_LIMITS = MediaLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +243,220 @@ def ffmpeg_binary() -> str:
 
 
 # --------------------------------------------------------------------------
+# Bounded child processes
+# --------------------------------------------------------------------------
+
+# The folder that holds the ``files`` package, for the zygote to import it.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# How long past its own deadline a child may take to answer before the
+# caller stops waiting (the child's alarm has ended it by then).
+_ANSWER_GRACE_SECONDS = 5.0
+
+
+def _limit_address_space(megabytes: int) -> None:
+    """Cap this process's address space at ``megabytes`` (never above an existing hard limit)."""
+    limit = megabytes * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+class _Zygote:
+    """A child interpreter that has imported PyAV and forks one process per bounded call.
+
+    Why not a fresh interpreter per call: importing PyAV takes about half a
+    second; a fork of one that already has takes milliseconds. Why not
+    ``os.fork()`` of the caller: the web worker has threads, and a fork of a
+    threaded process can deadlock. Why not multiprocessing's forkserver: each
+    of its children re-runs the caller's ``__main__`` script (gunicorn's,
+    celery's), and cannot when there is none on disk.
+
+    Requests go over a Unix socket, each with the write end of a socket of
+    its own on which the forked child answers. The zygote exits when the
+    process that started it closes its end (exits).
+    """
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[2]); "
+            "from files.media import _zygote_serve; _zygote_serve(int(sys.argv[1]))"
+        )
+        python = sys.executable or shutil.which("python3") or "python3"
+        with theirs:
+            self.process = subprocess.Popen(
+                [python, "-c", code, str(theirs.fileno()), _PACKAGE_ROOT],
+                pass_fds=[theirs.fileno()],
+                env=_bounded_env(),
+                stdin=subprocess.DEVNULL,
+            )
+        self.socket = ours
+        self.owner_pid = os.getpid()
+
+    def usable(self) -> bool:
+        return self.owner_pid == os.getpid() and self.process.poll() is None
+
+    def discard(self) -> None:
+        """Close our end; the zygote then exits. Wait for it only if it is our child."""
+        self.socket.close()
+        if self.owner_pid != os.getpid():
+            # Inherited through a fork: the process that started it reaps it.
+            return
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_zygote_lock = threading.Lock()
+_zygote: _Zygote | None = None
+
+
+def _zygote_send(request: bytes, answer: socket.socket) -> None:
+    """Hand ``request`` and the socket to answer on to the zygote, (re)starting it as needed."""
+    global _zygote
+    with _zygote_lock:
+        for attempt in (1, 2):
+            if _zygote is not None and not _zygote.usable():
+                _zygote.discard()
+                _zygote = None
+            if _zygote is None:
+                _zygote = _Zygote()
+            try:
+                socket.send_fds(_zygote.socket, [request], [answer.fileno()])
+                return
+            except OSError:
+                # It died between the check and the send: start another, once.
+                _zygote.discard()
+                _zygote = None
+                if attempt == 2:
+                    raise
+
+
+@atexit.register
+def _zygote_close() -> None:
+    global _zygote
+    with _zygote_lock:
+        if _zygote is not None:
+            _zygote.discard()
+            _zygote = None
+
+
+def _zygote_serve(fd: int) -> None:
+    """The zygote's loop: one forked child per request, until the caller goes away."""
+    # Imported here, before any fork, so that every child has them loaded:
+    # a child near its memory limit may not be able to map a library in.
+    # PyAV imports its subtitle streams on first sight of one.
+    import av.subtitles.stream  # noqa: F401
+
+    import files.images  # noqa: F401
+
+    # Children are reaped by the kernel; nobody here waits for them.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = socket.socket(fileno=fd)
+    while True:
+        message, fds, _, _ = socket.recv_fds(control, 1 << 20, 1)
+        if not message:
+            return
+        if not fds:
+            continue
+        if os.fork() == 0:
+            control.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _zygote_child(message, fds[0])
+        os.close(fds[0])
+
+
+def _zygote_child(message: bytes, fd: int) -> NoReturn:
+    # In the forked child: limits first, before the file is touched.
+    try:
+        with socket.socket(fileno=fd) as answer:
+            memory_limit_mb, timeout, func, args, errors = pickle.loads(message)
+            # SIGALRM's default action ends the process, even inside a
+            # decoder that never returns to Python.
+            signal.alarm(max(1, math.ceil(timeout)))
+            _limit_address_space(memory_limit_mb)
+            # The answer is JSON, not pickle: this process has parsed hostile
+            # input, and unpickling what it sends could run code in the caller.
+            try:
+                outcome: dict[str, Any] = {"ok": func(*args)}
+            except MemoryError:
+                # Python's own, or PyAV's (ffmpeg's ENOMEM is av.error.MemoryError).
+                outcome = {"memory": True}
+            except Exception as exc:
+                # The most derived of the classes the caller expects, if any.
+                expected = next((cls.__name__ for cls in type(exc).__mro__ if cls in errors), None)
+                if expected is not None:
+                    outcome = {"error": expected, "message": str(exc)}
+                else:
+                    outcome = {"crash": type(exc).__name__, "message": str(exc)}
+            answer.sendall(json.dumps(outcome).encode())
+    finally:
+        os._exit(0)
+
+
+def call_bounded(
+    func: Callable[..., Any],
+    *args: Any,
+    errors: tuple[type[Exception], ...] = (),
+    memory_limit_mb: int = DEFAULT_LIMITS.probe_memory_limit_mb,
+    timeout: float = DEFAULT_PROBE_TIMEOUT,
+) -> Any:
+    """``func(*args)`` in a child process whose address space is capped at ``memory_limit_mb``.
+
+    ``func`` must be a module-level function of an importable module, its
+    arguments picklable and its result JSON. An exception of one of the
+    ``errors`` classes is raised here again (same class, same message; each
+    must take the message as its only argument). Raises :class:`MemoryError`
+    when the child ran out of memory, :class:`TimeoutError` when it was
+    still at work after ``timeout`` seconds (it is ended then) and
+    :class:`ChildProcessError` when it died without an answer or raised
+    anything else.
+    """
+    request = pickle.dumps((memory_limit_mb, timeout, func, args, errors))
+    started = time.monotonic()
+    deadline = started + timeout + _ANSWER_GRACE_SECONDS
+    ours, theirs = socket.socketpair()
+    with ours:
+        try:
+            _zygote_send(request, theirs)
+        finally:
+            # Only the child holds the answering end now: its exit is our EOF.
+            theirs.close()
+        chunks = []
+        while True:
+            # Never 0, which would make the socket non-blocking.
+            ours.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = ours.recv(65536)
+            except TimeoutError:
+                raise TimeoutError(f"no answer within {timeout:g} s") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+    if not chunks:
+        if time.monotonic() - started >= timeout:
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        raise ChildProcessError("the child process ended without an answer")
+    try:
+        outcome = json.loads(b"".join(chunks))
+    except ValueError:
+        raise ChildProcessError("the child process answered garbage") from None
+    if "ok" in outcome:
+        return outcome["ok"]
+    if "memory" in outcome:
+        raise MemoryError(f"more than {memory_limit_mb} MB of memory needed")
+    if "error" in outcome:
+        for error in errors:
+            if error.__name__ == outcome["error"]:
+                raise error(outcome["message"])
+    raise ChildProcessError(f"the child process failed: {outcome.get('crash')}: {outcome.get('message')}")
+
+
+# --------------------------------------------------------------------------
 # Probing
 # --------------------------------------------------------------------------
 
@@ -166,7 +467,7 @@ def _file_url(path: str | os.PathLike[str]) -> str:
     return "file:" + os.path.abspath(os.fspath(path))
 
 
-def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
+def _open_input(path: str | os.PathLike[str], limits: MediaLimits) -> av.container.InputContainer:
     return av.open(
         _file_url(path),
         mode="r",
@@ -174,6 +475,12 @@ def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
             "format_whitelist": _FORMAT_WHITELIST,
             "protocol_whitelist": "file",
         },
+        # Opening a file decodes the first frames of every stream (ffmpeg's
+        # find_stream_info) before PyAV hands us anything: these options
+        # reach those decoders, so an oversized frame is refused before it
+        # is allocated instead of after (a 64-megapixel H.264 frame: 30 MB
+        # instead of 280 MB).
+        options={"max_pixels": str(limits.decoder_max_pixels)},
         metadata_errors="replace",
     )
 
@@ -207,6 +514,13 @@ class _ScanResult:
     video_frames: int = 0
 
 
+def _reraise_out_of_memory(exc: av.FFmpegError) -> None:
+    # ENOMEM under the child's address-space limit must not pass for a
+    # decoding error: it is reported as running out of memory.
+    if isinstance(exc, MemoryError):
+        raise exc
+
+
 def _scan(
     container: av.container.InputContainer,
     audio: av.audio.stream.AudioStream,
@@ -214,10 +528,13 @@ def _scan(
     video_frames_needed: int,
     max_packets: int,
     max_bytes: int,
+    limits: MediaLimits,
 ) -> _ScanResult:
     """Decode the start of the file until audio and video are proven (or not)."""
     result = _ScanResult()
     streams = [audio] if video is None else [audio, video]
+    for stream in streams:
+        stream.codec_context.thread_count = limits.threads
     packets = 0
     read_bytes = 0
     audio_done = False
@@ -232,20 +549,30 @@ def _scan(
                 if not audio_done:
                     try:
                         result.audio_frames += len(packet.decode())
-                    except av.FFmpegError:
+                    except av.FFmpegError as exc:
+                        _reraise_out_of_memory(exc)
                         result.audio_errors += 1
                     audio_done = result.audio_frames >= _CONCLUSIVE_AUDIO_FRAMES
             elif not video_done:
                 try:
-                    result.video_frames += len(packet.decode())
-                except av.FFmpegError:
-                    pass
+                    frames = packet.decode()
+                except av.FFmpegError as exc:
+                    _reraise_out_of_memory(exc)
+                    frames = []
+                for frame in frames:
+                    # A stream may change size after its headers: the
+                    # decoder's max_pixels bounded the allocation, this
+                    # holds the frame to the width and height limits too.
+                    refusal = limits.frame_refusal(frame.width, frame.height)
+                    if refusal is not None:
+                        raise UnsupportedMedia(refusal)
+                result.video_frames += len(frames)
                 video_done = result.video_frames >= video_frames_needed
             if (audio_done and video_done) or packets >= max_packets or read_bytes >= max_bytes:
                 break
-    except av.FFmpegError:
+    except av.FFmpegError as exc:
         # A demuxer error mid-file ends the scan; judge on what we have.
-        pass
+        _reraise_out_of_memory(exc)
     return result
 
 
@@ -281,6 +608,8 @@ def probe_media(
     *,
     max_packets: int = DEFAULT_MAX_PROBE_PACKETS,
     max_bytes: int = DEFAULT_MAX_PROBE_BYTES,
+    limits: MediaLimits = DEFAULT_LIMITS,
+    timeout: float = DEFAULT_PROBE_TIMEOUT,
 ) -> MediaInfo:
     """Identify ``path`` by its content and return a :class:`MediaInfo`.
 
@@ -290,18 +619,99 @@ def probe_media(
     packets / ``max_bytes`` bytes are demuxed while looking for decodable
     frames.
 
+    Video frames over ``limits`` (width, height, pixels, as the stream
+    headers give them) are refused before any is decoded. The work runs in a
+    child process under ``limits.probe_memory_limit_mb`` of address space and
+    ``limits.threads`` decoding threads, for at most ``timeout`` seconds, so
+    that hostile input cannot take the caller's memory.
+
     Raises :class:`EmptyMedia` for a zero-byte file, :class:`UnsupportedMedia`
     for anything else that is not usable media (documents, images, random
-    bytes, video without sound, zero duration, unsupported containers) and
+    bytes, video without sound, zero duration, unsupported containers, frames
+    over the limits, a probe that runs out of memory or time) and
     ``FileNotFoundError`` if ``path`` does not exist.
     """
     # stat() first: it raises FileNotFoundError for a missing path (a caller
-    # bug, not bad content) and catches the empty file before ffmpeg does.
+    # bug, not bad content) and catches the empty file without a child process.
     if os.stat(path).st_size == 0:
         raise EmptyMedia()
     try:
-        container = _open_input(path)
+        fields = call_bounded(
+            _probe_media_fields,
+            os.fspath(path),
+            max_packets,
+            max_bytes,
+            limits,
+            errors=(UnsupportedMedia, EmptyMedia, FileNotFoundError),
+            memory_limit_mb=limits.probe_memory_limit_mb,
+            timeout=timeout,
+        )
+        return MediaInfo(**fields)
+    except MemoryError:
+        raise UnsupportedMedia("examining the file needs more memory than allowed") from None
+    except TimeoutError:
+        raise UnsupportedMedia("examining the file took too long") from None
+    except ChildProcessError as exc:
+        logger.warning("probing %s failed: %s", os.fspath(path), exc)
+        raise UnsupportedMedia("the file could not be examined") from None
+
+
+def _probe_media_fields(path: str, max_packets: int, max_bytes: int, limits: MediaLimits) -> dict[str, Any]:
+    # What the child answers: MediaInfo's fields, as JSON.
+    return dataclasses.asdict(probe_media_unbounded(path, max_packets, max_bytes, limits))
+
+
+def probe_media_unbounded(
+    path: str | os.PathLike[str],
+    max_packets: int = DEFAULT_MAX_PROBE_PACKETS,
+    max_bytes: int = DEFAULT_MAX_PROBE_BYTES,
+    limits: MediaLimits = DEFAULT_LIMITS,
+) -> MediaInfo:
+    """:func:`probe_media` in this process, without its memory limit or time limit.
+
+    What the child process of :func:`probe_media` runs. Frame-size limits
+    and the decoder thread cap still apply. In a process with an
+    address-space limit, a decoding failure that the limit explains raises
+    :class:`MemoryError` instead of a verdict on the file.
+    """
+    try:
+        return _probe(path, max_packets, max_bytes, limits)
+    except UnsupportedMedia:
+        if _ceiling_explains(_SMALL_ALLOCATION):
+            raise MemoryError("the address-space limit was reached") from None
+        raise
+
+
+# Decoders fail an allocation and carry on, so that running out of memory
+# looks like undecodable content. What tells them apart is whether the
+# process was close enough to its limit for the allocation to fail: its
+# peak address space plus the allocation's size above the limit. A failure
+# of anything but a whole frame is taken to be at least this large.
+_SMALL_ALLOCATION = 1024 * 1024
+
+
+def _ceiling_explains(allocation: int) -> bool:
+    """Whether an allocation of ``allocation`` bytes may have failed for this process's address-space limit."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return False
+    try:
+        with open("/proc/self/status", "rb") as status:
+            peak_kib = next(int(line.split()[1]) for line in status if line.startswith(b"VmPeak:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return peak_kib * 1024 + allocation > limit
+
+
+def _probe(
+    path: str | os.PathLike[str], max_packets: int, max_bytes: int, limits: MediaLimits
+) -> MediaInfo:  # fmt: skip
+    if os.stat(path).st_size == 0:
+        raise EmptyMedia()
+    try:
+        container = _open_input(path, limits)
     except av.FFmpegError as exc:
+        _reraise_out_of_memory(exc)
         raise UnsupportedMedia("unrecognised or unsupported file format") from exc
     with container:
         if not container.streams.audio:
@@ -312,8 +722,22 @@ def probe_media(
             raise UnsupportedMedia("audio codec is not supported")
 
         video = _video_candidate(container)
-        needed = 2 if video is not None and _codec_name(video) in _STILL_IMAGE_CODECS else 1
-        scan = _scan(container, audio, video, needed, max_packets, max_bytes)
+        still = video is not None and _codec_name(video) in _STILL_IMAGE_CODECS
+        if video is not None:
+            # The sizes the container and codec headers declare: nothing of
+            # this stream has been decoded yet (opening refused to, past
+            # max_pixels).
+            refusal = limits.frame_refusal(video.codec_context.width, video.codec_context.height)
+            if refusal is not None:
+                if not still:
+                    raise UnsupportedMedia(refusal)
+                # An oversized picture in a picture codec is taken for cover
+                # art (which is what a single picture would be): never
+                # decoded, and the file is audio.
+                video = None
+                still = False
+        needed = 2 if still else 1
+        scan = _scan(container, audio, video, needed, max_packets, max_bytes, limits)
         # Garbage that a lenient demuxer (mp3 in particular) accepts can still
         # decode into the odd frame by chance; real audio decodes far more
         # often than it fails, or at least decodes plenty of frames.
@@ -321,6 +745,13 @@ def probe_media(
             scan.audio_frames < _CONCLUSIVE_AUDIO_FRAMES and scan.audio_frames < scan.audio_errors
         ):
             raise UnsupportedMedia("audio stream could not be decoded")
+        if video is not None and scan.video_frames == 0:
+            # Not one frame of a stream whose headers were within the limits:
+            # a frame (at least a byte per pixel) that did not fit under the
+            # address-space limit is no reason to call the file audio.
+            frame_bytes = video.codec_context.width * video.codec_context.height
+            if _ceiling_explains(max(frame_bytes, _SMALL_ALLOCATION)):
+                raise MemoryError("a video frame did not fit under the address-space limit")
         if scan.video_frames < needed:
             # A still image or an undecodable picture track: treat as audio,
             # which is also what the audio conversion will extract.
@@ -329,6 +760,7 @@ def probe_media(
         try:
             duration = _duration(container, audio, video)
         except av.FFmpegError as exc:
+            _reraise_out_of_memory(exc)
             raise UnsupportedMedia("could not determine duration") from exc
         if not math.isfinite(duration) or duration <= 0:
             raise UnsupportedMedia("media has zero duration")
@@ -355,10 +787,50 @@ def _drain_tail(pipe: IO[bytes], tail: collections.deque[bytes]) -> None:
     pipe.close()
 
 
-def _last_line(stderr_tail: bytes) -> str:
-    lines = [ln.strip() for ln in stderr_tail.decode("utf-8", "replace").splitlines()]
-    lines = [ln for ln in lines if ln]
-    return lines[-1][:300] if lines else "unknown error"
+# What ffmpeg's last words mean, most telling first: (lower-case fragments
+# of a line of its stderr, the reason we give). A run that fails for several
+# reasons at once (an allocation fails, so decoding fails, so nothing is
+# written) logs them all; the first rule that matches names the cause.
+# "{kind}" is "audio" or "video", from the stream the line is about.
+_FAILURE_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
+    # Thread stacks come out of the same address space.
+    (("cannot allocate memory", "could not allocate", "malloc of size", "out of memory",
+      "pthread_create() failed", "resource temporarily unavailable"),
+     "conversion ran out of memory"),
+    (("exceeds specified max pixel count",), "the video frames are larger than allowed"),
+    (("not on whitelist",), "the file's format is not accepted"),
+    (("matches no streams",), "the file has no {kind} stream"),
+    (("moov atom not found", "end of file", "truncat", "partial file"), "the file is truncated or damaged"),
+    (("decode error rate", "error submitting packet to decoder", "error while decoding", "decoding error",
+      "could not find codec parameters", "error while opening decoder"),
+     "the {kind} could not be decoded"),
+    (("invalid data found", "corrupt"), "the file is truncated or damaged"),
+    (("encoder", "error initializing"), "the {kind} could not be encoded"),
+    (("nothing was written", "output file is empty"), "nothing in the file could be converted"),
+)  # fmt: skip
+# A run killed by one of these, under an address-space limit, most likely
+# failed an allocation that the code did not check.
+_MEMORY_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGKILL})
+
+
+def _failure_reason(returncode: int, stderr_tail: bytes) -> str:
+    """A plain sentence for a failed ffmpeg run: never its log lines, which name heap addresses."""
+    lines = stderr_tail.decode("utf-8", "replace").lower().splitlines()
+    # A decoder whose frame allocation fails says only "get_buffer() failed";
+    # one refused by max_pixels says "image parameters invalid" first.
+    buffers_failed = sum("] get_buffer() failed" in line for line in lines)
+    if buffers_failed > sum("image parameters invalid" in line for line in lines):
+        return "conversion ran out of memory"
+    for fragments, reason in _FAILURE_RULES:
+        for line in lines:
+            if any(fragment in line for fragment in fragments):
+                # ffmpeg 7 names the stream a line is about: "[vist#0:0/h264 @ ...]",
+                # "[aost#0:1/aac @ ...]", or a map such as "0:V:0" / "0:a:0".
+                video = "vist#" in line or "vost#" in line or ":v:" in line
+                return reason.format(kind="video" if video else "audio")
+    if returncode < 0 and -returncode in _MEMORY_SIGNALS:
+        return "conversion ran out of memory"
+    return "the media could not be converted"
 
 
 def _partial_path(dst: Path) -> Path:
@@ -368,14 +840,54 @@ def _partial_path(dst: Path) -> Path:
     return dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.part")
 
 
+# Run by the interpreter between us and ffmpeg: it sets the address-space
+# limit on itself and becomes ffmpeg (exec keeps the limit and the pid). A
+# preexec_fn would do the same, but runs Python in a forked copy of a
+# threaded process, which can deadlock; a limit set after the start (prlimit)
+# comes too late for a bomb that allocates at once.
+_EXEC_WITH_MEMORY_LIMIT = """\
+import os, resource, sys
+limit = int(sys.argv[1])
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+if hard != resource.RLIM_INFINITY:
+    limit = min(limit, hard)
+resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+try:
+    os.execv(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    sys.stderr.write("cannot run ffmpeg: " + (exc.strerror or str(exc)))
+    sys.exit(127)
+"""
+_CANNOT_RUN = b"cannot run ffmpeg: "
+
+
+def _bounded_env() -> dict[str, str]:
+    """The environment of a process that runs under an address-space limit."""
+    # glibc gives each thread that allocates an arena of its own, reserving
+    # 64 MB of address space apiece: ffmpeg's dozen threads then reserve
+    # about 900 MB to convert a 64x48 video that touches 30 MB. Two arenas
+    # bring that to 300 MB, and the limit tracks what is really used. An
+    # operator's own setting is kept.
+    return {"MALLOC_ARENA_MAX": "2", **os.environ}
+
+
+def _bounded_argv(argv: list[str], memory_limit_mb: int) -> list[str]:
+    # -I -S: no site-packages, environment or current directory: the
+    # launcher needs only the standard library and starts in milliseconds.
+    python = sys.executable or shutil.which("python3") or "python3"
+    return [python, "-I", "-S", "-c", _EXEC_WITH_MEMORY_LIMIT, str(memory_limit_mb * 1024 * 1024), *argv]
+
+
 def _run_ffmpeg(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     output_args: list[str],
     timeout: float | None,
+    limits: MediaLimits,
 ) -> Path:
     dst_path = Path(dst)
     part = _partial_path(dst_path)
+    threads = str(limits.threads)
     argv = [
         ffmpeg_binary(),
         "-nostdin",
@@ -383,12 +895,24 @@ def _run_ffmpeg(
         "-loglevel",
         "error",
         "-y",
+        # Filter threads default to one per CPU, whatever the output's -threads.
+        "-filter_threads",
+        threads,
         "-protocol_whitelist",
         "file",
         "-format_whitelist",
         _FORMAT_WHITELIST,
+        # Input options: the decoders' threads, and the largest frame they
+        # may allocate (also while ffmpeg opens the file).
+        "-threads",
+        threads,
+        "-max_pixels",
+        str(limits.decoder_max_pixels),
         "-i",
         _file_url(src),
+        # Output option: the encoders' threads.
+        "-threads",
+        threads,
         *output_args,
         _file_url(part),
     ]
@@ -396,7 +920,8 @@ def _run_ffmpeg(
     try:
         try:
             proc = subprocess.Popen(
-                argv,
+                _bounded_argv(argv, limits.memory_limit_mb),
+                env=_bounded_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -421,9 +946,21 @@ def _run_ffmpeg(
         finally:
             reader.join(timeout=5)
         if returncode != 0:
-            raise ConversionError(f"ffmpeg failed: {_last_line(b''.join(tail))}")
+            stderr_tail = b"".join(tail)
+            if returncode == 127 and stderr_tail.startswith(_CANNOT_RUN):
+                raise ConversionError(stderr_tail.decode("utf-8", "replace").strip())
+            reason = _failure_reason(returncode, stderr_tail)
+            # The operator gets ffmpeg's own words; the file's owner gets ours.
+            logger.warning(
+                "ffmpeg failed (%s) converting %s: exit status %s; stderr ends:\n%s",
+                reason,
+                os.fspath(src),
+                returncode,
+                stderr_tail.decode("utf-8", "replace").strip(),
+            )
+            raise ConversionError(reason)
         if not part.exists() or part.stat().st_size == 0:
-            raise ConversionError("ffmpeg produced no output")
+            raise ConversionError("nothing in the file could be converted")
         os.replace(part, dst_path)
         return dst_path
     finally:
@@ -431,18 +968,30 @@ def _run_ffmpeg(
         part.unlink(missing_ok=True)
 
 
-def _audio_channels(src: str | os.PathLike[str]) -> int | None:
-    # Header-only look (no decoding) to cap the channel count: ffmpeg has no
-    # "at most N channels" option, and its aformat negotiation turns mono into
-    # stereo. None lets ffmpeg itself report a broken input.
+def audio_channels_unbounded(src: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMITS) -> int | None:
+    """Channels of the first audio stream of ``src`` as its headers give them, in this process."""
     try:
-        with _open_input(src) as container:
+        with _open_input(src, limits) as container:
             if container.streams.audio:
                 channels = container.streams.audio[0].codec_context.channels
                 return channels or None
-    except (av.FFmpegError, AttributeError):
-        pass
+    except (av.FFmpegError, AttributeError) as exc:
+        if isinstance(exc, MemoryError):
+            raise
     return None
+
+
+def _audio_channels(src: str | os.PathLike[str], limits: MediaLimits) -> int | None:
+    # Header-only look (no decoding of our own; opening still decodes a
+    # first frame, hence the bounded child) to cap the channel count: ffmpeg
+    # has no "at most N channels" option, and its aformat negotiation turns
+    # mono into stereo. None lets ffmpeg itself report a broken input.
+    try:
+        return call_bounded(
+            audio_channels_unbounded, os.fspath(src), limits, memory_limit_mb=limits.probe_memory_limit_mb
+        )
+    except (MemoryError, TimeoutError, ChildProcessError):
+        return None
 
 
 def convert_audio_to_mp3(
@@ -450,21 +999,24 @@ def convert_audio_to_mp3(
     dst: str | os.PathLike[str],
     *,
     timeout: float | None = None,
+    limits: MediaLimits = DEFAULT_LIMITS,
 ) -> Path:
     """Convert the first audio stream of ``src`` to ``dst`` as MP3.
 
     libmp3lame, 192 kbit/s CBR, 44.1 kHz, mono stays mono and anything with
     more than two channels is downmixed to stereo. Video and cover art are
     dropped. ``dst`` is replaced atomically; nothing is left behind on error.
-    Raises :class:`ConversionError` (also on ``timeout`` seconds elapsed).
+    ffmpeg runs within ``limits`` (memory, threads, frame size). Raises
+    :class:`ConversionError` with a plain reason (also on ``timeout``
+    seconds elapsed); ffmpeg's own output is logged at WARNING.
     """
-    channels = _audio_channels(src)
+    channels = _audio_channels(src, limits)
     args = ["-map", "0:a:0", "-vn", "-sn", "-dn"]
     args += ["-c:a", "libmp3lame", "-b:a", "192k", "-ar", "44100"]
     if channels is not None:
         args += ["-ac", str(min(channels, 2))]
     args += ["-f", "mp3"]
-    return _run_ffmpeg(src, dst, args, timeout)
+    return _run_ffmpeg(src, dst, args, timeout, limits)
 
 
 def convert_video_to_mp4(
@@ -472,6 +1024,7 @@ def convert_video_to_mp4(
     dst: str | os.PathLike[str],
     *,
     timeout: float | None = None,
+    limits: MediaLimits = DEFAULT_LIMITS,
 ) -> Path:
     """Convert ``src`` to a web-friendly MP4 at ``dst``.
 
@@ -479,7 +1032,8 @@ def convert_video_to_mp4(
     veryfast, yuv420p, dimensions rounded down to even) and first audio
     stream as AAC 192 kbit/s; ``+faststart`` so playback can begin before the
     download ends. ``dst`` is replaced atomically; nothing is left behind on
-    error. Raises :class:`ConversionError` (also on ``timeout``).
+    error. ffmpeg runs within ``limits``. Raises :class:`ConversionError`
+    with a plain reason (also on ``timeout``).
     """
     args = [
         # "V" (capital) skips attached pictures, matching probe_media.
@@ -494,7 +1048,7 @@ def convert_video_to_mp4(
         "-max_muxing_queue_size", "4096",
         "-f", "mp4",
     ]  # fmt: skip
-    return _run_ffmpeg(src, dst, args, timeout)
+    return _run_ffmpeg(src, dst, args, timeout, limits)
 
 
 def convert_to_wav(
@@ -502,16 +1056,18 @@ def convert_to_wav(
     dst: str | os.PathLike[str],
     *,
     timeout: float | None = None,
+    limits: MediaLimits = DEFAULT_LIMITS,
 ) -> Path:
     """Convert the first audio stream of ``src`` to 16 kHz mono 16-bit WAV.
 
     This is the input format Whisper works on. ``dst`` is replaced
-    atomically; nothing is left behind on error. Raises
-    :class:`ConversionError` (also on ``timeout``).
+    atomically; nothing is left behind on error. ffmpeg runs within
+    ``limits``. Raises :class:`ConversionError` with a plain reason (also on
+    ``timeout``).
     """
     args = [
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-c:a", "pcm_s16le", "-ar", "16000", "-ac", "1",
         "-f", "wav",
     ]  # fmt: skip
-    return _run_ffmpeg(src, dst, args, timeout)
+    return _run_ffmpeg(src, dst, args, timeout, limits)

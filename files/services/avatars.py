@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from files import media
 from files.filenames import filename_for_upload
 from files.images import ImageInfo, NotAnImage, probe_image
 from files.models import File
@@ -35,7 +36,11 @@ def _avatar_checked(upload: UploadedFile) -> tuple[StreamedUpload, ImageInfo]:
     if part.size == 0:
         raise ApplicationError(AVATAR_NOT_IMAGE_MESSAGE, 400)
     try:
-        image = probe_image(part.temporary_file_path())
+        image = probe_image(
+            part.temporary_file_path(),
+            max_side=settings.AVATAR_MAX_SIDE,
+            limits=media.MediaLimits.from_settings(settings),
+        )
     except NotAnImage:
         raise ApplicationError(AVATAR_NOT_IMAGE_MESSAGE, 400) from None
     return part, image

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -205,7 +206,7 @@ class _Conversion:
         """Run ``convert(original, output, timeout=soft)`` and store the output as ``basename``; its name and size."""
         output = self.folder / basename
         with storage_local_path(self.file.original_name) as source:
-            convert(source, output, timeout=self.soft)
+            convert(source, output, timeout=self.soft, limits=media.MediaLimits.from_settings(settings))
         size = output.stat().st_size
         prefix = object_prefix(owner_id=self.file.owner_id, file_id=self.file.id)
         name = storage_put(name=f"{prefix}/{basename}", path=output)

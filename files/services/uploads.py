@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from accounts.models import User
@@ -53,7 +54,7 @@ def file_upload(*, user: User, part: StreamedUpload) -> UploadResult:
     if part.size == 0:
         return _upload_error(filename, "empty_file", "Empty file")
     try:
-        info = media.probe_media(part.temporary_file_path())
+        info = media.probe_media(part.temporary_file_path(), limits=media.MediaLimits.from_settings(settings))
     except media.EmptyMedia:
         return _upload_error(filename, "empty_file", "Empty file")
     except media.UnsupportedMedia:

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from accounts.models import User
 from files.models import File
 from tests.conftest import PASSWORD
+from tests.files.bombs import MB, black_png, peak_rss_growth
 from tests.files.conftest import HOTWORDS, raw_multipart, stored_files
 
 pytestmark = pytest.mark.django_db
@@ -170,3 +171,25 @@ def test_deleting_the_account_deletes_the_avatar(
         assert client_session.delete("/api/v1/user/me", {"password": PASSWORD}, format="json").status_code == 200
     assert stored_files(media_root) == []
     assert not File.objects.exists()
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_picture_bomb_is_refused_before_it_is_decoded(
+    patch_me: Any, user: User, media_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # 12000x12000 pixels in 2 MB: decoding it would take 432 MB.
+    bomb = black_png(tmp_path_factory.mktemp("bomb") / "bomb.png", 12000, 12000)
+    with peak_rss_growth() as growth:
+        response = patch_me({"avatar": avatar_of(bomb)})
+    assert growth() < 150 * MB
+    assert response.status_code == 400
+    assert text(response) == NOT_AN_IMAGE
+    assert User.objects.get(pk=user.pk).avatar_id is None
+    assert stored_files(media_root) == []
+
+
+def test_the_side_limit_is_a_setting(patch_me: Any, media_files: dict[str, Path], settings: Any) -> None:
+    settings.AVATAR_MAX_SIDE = 31  # red.png is 32x24
+    assert patch_me({"avatar": avatar_of(media_files["red.png"])}).status_code == 400
+    settings.AVATAR_MAX_SIDE = 32
+    assert patch_me({"avatar": avatar_of(media_files["red.png"])}).status_code == 200

@@ -381,10 +381,10 @@ def test_failed_conversion_leaves_nothing_behind(gen: dict[str, Path], tmp_path:
         (media.convert_to_wav, "x.wav"),
         (media.convert_video_to_mp4, "x.mp4"),
     ):
-        with pytest.raises(ConversionError, match=r"^ffmpeg failed: \S"):
+        with pytest.raises(ConversionError):
             convert(gen["random.mp3"], tmp_path / name)
     # No audio to map.
-    with pytest.raises(ConversionError, match="ffmpeg failed"):
+    with pytest.raises(ConversionError, match="^the file has no audio stream$"):
         media.convert_audio_to_mp3(gen["video_only.mkv"], tmp_path / "y.mp3")
     assert listing(tmp_path) == set()
 
