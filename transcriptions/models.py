@@ -61,3 +61,13 @@ class Transcription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id.hex} {self.format} {self.status}"
+
+    @property
+    def reported_language(self) -> str | None:
+        """The language asked for, else the one detected once known; None while unknown."""
+        return self.language or self.detected_language or None
+
+    @property
+    def result(self) -> dict | None:
+        """The transcript in this job's format once completed; None before (and once failed)."""
+        return self.data if self.status == self.Status.COMPLETED else None

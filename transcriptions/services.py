@@ -43,13 +43,12 @@ from transcriptions.models import Transcription
 from transcriptions.selectors import model_names
 from whisper_site.celery import task_time_limits
 from whisper_site.errors import ApplicationError
-from whisper_site.identifiers import new_uuid7, parse_uuid
+from whisper_site.identifiers import new_uuid7
 
 logger = logging.getLogger(__name__)
 
 Status = Transcription.Status
 
-DEFAULT_FORMAT = "verbose_json"
 NOT_FOUND_OR_DENIED_MESSAGE = "Transcription not found or access denied"
 
 
@@ -101,42 +100,18 @@ def conversion_failed_message(file: File) -> str:
 # --- Queueing ------------------------------------------------------------------------
 
 
-def _parse_formats(value: object) -> list[str]:
-    if value is None:
-        return [DEFAULT_FORMAT]
-    if isinstance(value, str):
-        value = [value] if value else []
-    if not isinstance(value, list):
-        raise ApplicationError("Invalid format: must be a string or a list of strings", 400)
-    if not value:
-        raise ApplicationError("At least one format must be specified", 400)
-    requested: list[str] = []
-    for item in value:
-        if not isinstance(item, str):
-            raise ApplicationError("Invalid format: must be a string or a list of strings", 400)
-        if item not in formats.FORMATS:
-            raise ApplicationError(f"Invalid format: {item}. Must be one of: {', '.join(formats.FORMATS)}", 400)
-        # Asking twice for one format is one job.
-        if item not in requested:
-            requested.append(item)
-    return requested
-
-
-def _parse_model(value: object) -> str:
+def _installed_model(name: str | None) -> str:
     installed = model_names()
-    name = settings.DEFAULT_MODEL if value is None else value
-    if not isinstance(name, str) or name not in installed:
-        shown = name if isinstance(name, str) else str(value)
-        raise ApplicationError(f"Invalid model: {shown}. Must be one of: {', '.join(installed)}", 400)
+    name = settings.DEFAULT_MODEL if name is None else name
+    if name not in installed:
+        raise ApplicationError(f"Invalid model: {name}. Must be one of: {', '.join(installed)}", 400)
     return name
 
 
-def _parse_language(value: object, model: str) -> str:
+def _language_for_model(language: str | None, model: str) -> str:
     """The language code to transcribe in; "" to detect it (multilingual models only)."""
     multilingual = engine.is_multilingual_model(model)
-    if value is not None and not isinstance(value, str):
-        raise ApplicationError(f"Invalid language: {value}", 400)
-    code = (value or "").strip().lower()
+    code = (language or "").strip().lower()
     if not code:
         # An English-only model has nothing to detect.
         return "" if multilingual else "en"
@@ -144,33 +119,29 @@ def _parse_language(value: object, model: str) -> str:
         engine.validate_language(code, multilingual)
     except engine.InvalidLanguage:
         if code in engine.supported_languages(True):
-            raise ApplicationError(f"Invalid language: {value}. Model {model} supports only: en", 400) from None
-        raise ApplicationError(f"Invalid language: {value}", 400) from None
+            raise ApplicationError(f"Invalid language: {language}. Model {model} supports only: en", 400) from None
+        raise ApplicationError(f"Invalid language: {language}", 400) from None
     return code
 
 
 def transcription_create(
     *,
     user: User,
-    file_uuid: object,
-    model: object = None,
-    language: object = None,
-    formats_requested: object = None,
+    file_id: uuid.UUID,
+    model: str | None,
+    language: str | None,
+    formats: list[str],
 ) -> list[Transcription]:
-    """Queue one job per requested format of one of ``user``'s files, served by one inference run.
+    """Queue one job per format of one of ``user``'s files, all served by one inference run.
 
-    The raw body fields are validated here, in the reference's order of errors: the file
-    uuid, the model (one of the installed ones; the default when omitted), the formats (a
-    string or a list; duplicates collapse), the language (a Whisper code the model can use;
-    omitted or empty means detect), then the file itself (the user's own audio or video,
-    not failed). A file still converting is fine: its jobs wait for it.
+    Checked in this order: the model (an installed one; ``None`` is the default model), the
+    language (a Whisper code the model can use; ``None`` or empty means detect, which an
+    English-only model does not need), then the file (the user's own audio or video, not
+    failed). A file still converting is fine: its jobs wait for it. Asking twice for one
+    format is one job.
     """
-    if file_uuid is None or file_uuid == "":
-        raise ApplicationError("Missing file uuid", 400)
-    file_id = parse_uuid(file_uuid)
-    model_name = _parse_model(model)
-    requested = _parse_formats(formats_requested)
-    language_code = _parse_language(language, model_name)
+    model_name = _installed_model(model)
+    language_code = _language_for_model(language, model_name)
     file = file_get_owned(user=user, file_id=file_id)
     if file is None:
         raise ApplicationError(FILE_NOT_FOUND_MESSAGE, 404)
@@ -190,7 +161,7 @@ def transcription_create(
                 format=fmt,
                 audio_seconds=seconds,
             )
-            for fmt in requested
+            for fmt in dict.fromkeys(formats)
         ]
         _enqueue_on_commit({batch_id: file.duration})
     return jobs
