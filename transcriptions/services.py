@@ -11,10 +11,12 @@ and every move is a conditional UPDATE that names the state it leaves, so that t
 * claiming: ``pending -> processing`` records the Celery task id as ``claim_token``; a job
   already ``processing`` under the same token may be taken again by a redelivery of that very
   task (its worker was killed), never one under another token;
-* charging happens in the claim's transaction, with an UPDATE that only succeeds while the
-  balance covers the cost (the CHECK constraint ``token_balance >= 0`` is the backstop);
+* charging happens in the claim's transaction, through accounts' ``balance_charge`` (an
+  UPDATE that only succeeds while the balance covers the cost; the CHECK constraint
+  ``token_balance >= 0`` is the backstop);
 * completing and failing only touch jobs still ``processing`` under the caller's token, and a
-  failure refunds in the same transaction by zeroing the job's cost (so exactly once).
+  failure refunds (``balance_refund``) in the same transaction as the UPDATE that zeroes the
+  job's cost, and only when that UPDATE changed the row (so exactly once).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import User
+from accounts.services import InsufficientBalance, balance_charge, balance_refund
 from files.models import File
 from files.selectors import NOT_FOUND_MESSAGE as FILE_NOT_FOUND_MESSAGE
 from files.selectors import file_get_owned, file_wav_local_path
@@ -81,10 +84,6 @@ def time_limits(*, duration: float) -> tuple[int, int]:
         soft=settings.TRANSCRIPTION_TIME_LIMIT_BASE_SECONDS
         + settings.TRANSCRIPTION_TIME_LIMIT_PER_AUDIO_SECOND * max(0.0, duration)
     )
-
-
-def insufficient_balance_message(*, required: int, available: int) -> str:
-    return f"Insufficient token balance. Required: {required}, Available: {available}"
 
 
 def conversion_failed_message(file: File) -> str:
@@ -294,22 +293,17 @@ def _claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> l
 
 def _charge(job: Transcription, cost: int) -> bool:
     """Take ``cost`` tokens for a job just claimed, or fail it. Call inside the claim's transaction."""
-    # Race: two jobs of one user claimed at once by different workers. The UPDATE only
-    # succeeds while the balance covers the cost, and the database serialises the two
-    # UPDATEs of the user's row, so the second sees the first one's result: the balance
-    # can never go below zero.
-    charged = User.objects.filter(pk=job.owner_id, token_balance__gte=cost).update(
-        token_balance=F("token_balance") - cost
-    )
-    if charged:
-        Transcription.objects.filter(id=job.id).update(cost=cost)
-        job.cost = cost
-        return True
-    available = User.objects.values_list("token_balance", flat=True).get(pk=job.owner_id)
-    Transcription.objects.filter(id=job.id).update(
-        status=Status.FAILED, error=insufficient_balance_message(required=cost, available=available)
-    )
-    return False
+    # Race: two jobs of one user claimed at once by different workers. balance_charge is
+    # one conditional UPDATE of the user's row, so the balance never goes below zero.
+    try:
+        balance_charge(user_id=job.owner_id, amount=cost)
+    except InsufficientBalance as short:
+        # Nothing was taken: the job fails uncharged ("Insufficient token balance. ...").
+        Transcription.objects.filter(id=job.id).update(status=Status.FAILED, error=str(short))
+        return False
+    Transcription.objects.filter(id=job.id).update(cost=cost)
+    job.cost = cost
+    return True
 
 
 def _transcribe(*, file: File, model_name: str, language: str | None) -> engine.TranscriptResult:
@@ -369,8 +363,8 @@ def _fail_and_refund(job: Transcription, error: str) -> bool:
     failed = Transcription.objects.filter(
         id=job.id, status=job.status, claim_token=job.claim_token, cost=job.cost
     ).update(status=Status.FAILED, error=error, cost=0)
-    if failed and job.cost > 0:
-        User.objects.filter(pk=job.owner_id).update(token_balance=F("token_balance") + job.cost)
+    if failed:
+        balance_refund(user_id=job.owner_id, amount=job.cost)
     return bool(failed)
 
 
