@@ -24,6 +24,7 @@ from tests.conftest import make_user
 from tests.transcriptions.conftest import MakeFile
 from transcriptions import services, tasks, worker
 from transcriptions.models import Transcription
+from transcriptions.services import runs
 from whisper_site.celery import app as celery_app
 
 Status = Transcription.Status
@@ -135,7 +136,7 @@ def test_a_refund_happens_once(user: User, make_ready_file: MakeFile) -> None:
     assert services.transcription_batch_fail(batch_id=job.batch_id, claim_token="task-1", error="boom") == 1
     assert services.transcription_batch_fail(batch_id=job.batch_id, claim_token="task-1", error="boom") == 0
     with transaction.atomic():
-        assert not services._fail_and_refund(job, "again")  # the stale copy read before the failure
+        assert not runs._fail_and_refund(job, "again")  # the stale copy read before the failure
     job.refresh_from_db()
     assert (job.status, job.cost, job.error) == ("failed", 0, "boom")
     assert balance(user) == 1000
@@ -145,7 +146,7 @@ def test_a_refund_happens_once(user: User, make_ready_file: MakeFile) -> None:
 def test_completion_needs_the_claim(user: User, make_ready_file: MakeFile) -> None:
     file = make_ready_file(user)
     job = make_job(user, file, status=Status.PROCESSING, claim_token="task-1", attempts=1, cost=11)
-    done = services._complete(batch_id=job.batch_id, claim_token="task-2", rendered={}, language="en")
+    done = runs._complete(batch_id=job.batch_id, claim_token="task-2", rendered={}, language="en")
     job.refresh_from_db()
     assert (done, job.status) == (0, "processing")
 
