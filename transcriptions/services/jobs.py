@@ -107,12 +107,15 @@ def transcription_create(
             )
             for fmt in dict.fromkeys(formats)
         ]
-        transcription_batches_enqueue(batches={batch_id: file.duration})
+        transcription_batches_enqueue(batches={batch_id: jobs[0]})
+    for job in jobs:
+        context = job.log_context()
+        logger.info("Transcription created: %s with %s %s", job.format, job.model, context.words, extra=context.extra)
     return jobs
 
 
-def transcription_batches_enqueue(*, batches: dict[uuid.UUID, float]) -> None:
-    """Send one message per batch (id -> audio duration) once the transaction commits.
+def transcription_batches_enqueue(*, batches: dict[uuid.UUID, Transcription]) -> None:
+    """Send one message per batch (its id -> one of its jobs, file loaded) once the transaction commits.
 
     Also records when, for the recovery. The message is sent whatever the file's state: a
     task that finds the file still converting leaves the jobs pending for the file_ready
@@ -126,8 +129,9 @@ def transcription_batches_enqueue(*, batches: dict[uuid.UUID, float]) -> None:
     Transcription.objects.filter(batch_id__in=list(batches), status=Status.PENDING).update(queued_at=timezone.now())
 
     def send() -> None:
-        for batch_id, duration in batches.items():
-            soft, hard = time_limits(duration=duration)
+        for batch_id, job in batches.items():
+            soft, hard = time_limits(duration=job.file.duration)
+            context = job.batch_log_context()
             try:
                 transcription_run_batch_task.apply_async(
                     args=[batch_id.hex],
@@ -139,15 +143,20 @@ def transcription_batches_enqueue(*, batches: dict[uuid.UUID, float]) -> None:
                 if transcription_run_batch_task.app.conf.task_always_eager:
                     raise  # eager mode ran the task here: its errors are its own
                 # Broker down: the jobs stay pending and the recovery sends them again.
-                logger.exception("Could not queue transcription batch %s", batch_id.hex)
+                logger.exception("Transcription batch could not be queued %s", context.words, extra=context.extra)
+                continue
+            logger.info(
+                "Transcription batch queued on %s %s", settings.TRANSCRIPTION_QUEUE, context.words, extra=context.extra
+            )
 
     transaction.on_commit(send)
 
 
 def transcription_file_ready(*, file_id: uuid.UUID) -> None:
     """Queue the batches waiting for ``file_id``'s conversion (receiver of files' file_ready)."""
-    pending = Transcription.objects.filter(file_id=file_id, status=Status.PENDING)
-    batches = {batch_id: duration for batch_id, duration in pending.values_list("batch_id", "file__duration")}
+    batches: dict[uuid.UUID, Transcription] = {}
+    for job in Transcription.objects.filter(file_id=file_id, status=Status.PENDING).select_related("file"):
+        batches.setdefault(job.batch_id, job)
     with transaction.atomic():
         transcription_batches_enqueue(batches=batches)
 
@@ -166,4 +175,6 @@ def transcription_delete(*, user: User, transcription_id: uuid.UUID) -> Transcri
     if job is None:
         raise ApplicationError(NOT_FOUND_OR_DENIED_MESSAGE, 404)
     Transcription.objects.filter(id=job.id).delete()
+    context = job.log_context()
+    logger.info("Transcription deleted while %s %s", job.status, context.words, extra=context.extra)
     return job

@@ -41,7 +41,7 @@ def transcription_requeue_stuck(*, older_than: float, now: dt.datetime | None = 
     """
     now = now or timezone.now()
     cutoff = now - dt.timedelta(seconds=older_than)
-    batches: dict[uuid.UUID, float] = {}
+    batches: dict[uuid.UUID, Transcription] = {}
     count = 0
 
     stale = Transcription.objects.filter(status=Status.PROCESSING, started_at__lt=cutoff).select_related("file")
@@ -53,8 +53,14 @@ def transcription_requeue_stuck(*, older_than: float, now: dt.datetime | None = 
             id=job.id, status=Status.PROCESSING, claim_token=job.claim_token
         ).update(status=Status.PENDING, claim_token="", queued_at=now)
         if released:
-            logger.warning("Transcription %s lost its worker (task %s): queued again", job.id.hex, job.claim_token)
-            batches[job.batch_id] = job.file.duration
+            context = job.log_context()
+            logger.warning(
+                "Transcription lost its worker (task %s): queued again %s",
+                job.claim_token,
+                context.words,
+                extra=context.extra,
+            )
+            batches[job.batch_id] = job
             count += 1
 
     waiting = (
@@ -66,7 +72,14 @@ def transcription_requeue_stuck(*, older_than: float, now: dt.datetime | None = 
         if job.file.state == File.State.FAILED:
             transcription_pending_fail(jobs=[job], error=conversion_failed_message(job.file))
         elif job.file.wav_name:
-            batches.setdefault(job.batch_id, job.file.duration)
+            context = job.log_context()
+            logger.info(
+                "Transcription queued again: its last message is over %d s old %s",
+                older_than,
+                context.words,
+                extra=context.extra,
+            )
+            batches.setdefault(job.batch_id, job)
             count += 1
     with transaction.atomic():
         transcription_batches_enqueue(batches=batches)
@@ -82,7 +95,7 @@ def transcription_requeue(*, transcription_ids: list[uuid.UUID]) -> int:
     left alone.
     """
     count = 0
-    batches: dict[uuid.UUID, float] = {}
+    batches: dict[uuid.UUID, Transcription] = {}
     with transaction.atomic():
         jobs = Transcription.objects.filter(id__in=transcription_ids).exclude(status=Status.COMPLETED)
         for job in jobs.select_related("file"):
@@ -93,7 +106,11 @@ def transcription_requeue(*, transcription_ids: list[uuid.UUID]) -> int:
                 **changes
             )
             if moved:
-                batches[job.batch_id] = job.file.duration
+                context = job.log_context()
+                logger.info(
+                    "Transcription re-queued by an operator (was %s) %s", job.status, context.words, extra=context.extra
+                )
+                batches[job.batch_id] = job
                 count += 1
         transcription_batches_enqueue(batches=batches)
     return count

@@ -21,6 +21,7 @@ and every move is a conditional UPDATE that names the state it leaves, so that t
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
@@ -73,6 +74,8 @@ def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
     if not claimed:
         return
     job = claimed[0]
+    context = job.batch_log_context()
+    started = time.perf_counter()
     try:
         result = _transcribe(file=file, model_name=job.model, language=job.language or None)
         rendered = {
@@ -82,12 +85,19 @@ def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
     except Exception as exc:
         reason = _failure_reason(exc, file=file, job=job)
         if reason is None:
-            logger.exception("Transcription batch %s failed", batch_id.hex)
+            logger.exception("Transcription batch failed: internal error %s", context.words, extra=context.extra)
             reason = "Transcription failed: internal error"
-        else:
-            logger.warning("Transcription batch %s failed: %s", batch_id.hex, reason)
+        # Each job logs its failure (a WARNING with the reason) as it is failed.
         transcription_batch_fail(batch_id=batch_id, claim_token=claim_token, error=reason)
         return
+    logger.info(
+        "Transcription batch ran %.1f s of audio in %.1f s with %s %s",
+        file.duration,
+        time.perf_counter() - started,
+        job.model,
+        context.words,
+        extra=context.extra,
+    )
     _complete(batch_id=batch_id, claim_token=claim_token, rendered=rendered, language=result.language)
 
 
@@ -135,6 +145,15 @@ def _claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> l
                 if cost > 0 and not _charge(job, cost):
                     continue
             claimed.append(job)
+    for job in claimed:
+        context = job.log_context()
+        logger.info(
+            "Transcription started: attempt %d, %d tokens charged %s",
+            job.attempts,
+            job.cost,
+            context.words,
+            extra=context.extra,
+        )
     return claimed
 
 
@@ -147,6 +166,7 @@ def _charge(job: Transcription, cost: int) -> bool:
     except InsufficientBalance as short:
         # Nothing was taken: the job fails uncharged ("Insufficient token balance. ...").
         Transcription.objects.filter(id=job.id).update(status=Status.FAILED, error=str(short))
+        _log_failure_on_commit(job, str(short))
         return False
     Transcription.objects.filter(id=job.id).update(cost=cost)
     job.cost = cost
@@ -178,17 +198,28 @@ def _failure_reason(exc: Exception, *, file: File, job: Transcription) -> str | 
 
 
 def _complete(*, batch_id: uuid.UUID, claim_token: str, rendered: dict[str, Any], language: str) -> int:
+    """Store each claimed job's result; returns how many jobs this call completed."""
     now = timezone.now()
-    # A job deleted meanwhile, or taken over by the recovery, is not touched: each UPDATE
-    # names the state and the claim.
-    jobs = Transcription.objects.filter(batch_id=batch_id, status=Status.PROCESSING, claim_token=claim_token)
+    completed: list[Transcription] = []
     with transaction.atomic():
-        return sum(
-            jobs.filter(format=fmt).update(
-                status=Status.COMPLETED, data=data, detected_language=language, processed_at=now, error=""
+        for job in Transcription.objects.filter(batch_id=batch_id, status=Status.PROCESSING, claim_token=claim_token):
+            if job.format not in rendered:
+                continue
+            # A job deleted meanwhile, or taken over by the recovery, is not touched: the
+            # UPDATE names the state and the claim.
+            done = Transcription.objects.filter(id=job.id, status=Status.PROCESSING, claim_token=claim_token).update(
+                status=Status.COMPLETED,
+                data=rendered[job.format],
+                detected_language=language,
+                processed_at=now,
+                error="",
             )
-            for fmt, data in rendered.items()
-        )
+            if done:
+                completed.append(job)
+    for job in completed:
+        context = job.log_context()
+        logger.info("Transcription completed %s", context.words, extra=context.extra)
+    return len(completed)
 
 
 def transcription_batch_fail(*, batch_id: uuid.UUID, claim_token: str, error: str) -> int:
@@ -212,7 +243,16 @@ def _fail_and_refund(job: Transcription, error: str) -> bool:
     ).update(status=Status.FAILED, error=error, cost=0)
     if failed:
         balance_refund(user_id=job.owner_id, amount=job.cost)
+        _log_failure_on_commit(job, error)
     return bool(failed)
+
+
+def _log_failure_on_commit(job: Transcription, error: str) -> None:
+    """A WARNING with the reason, once the job's failure is committed (a rolled-back one never happened)."""
+    context = job.log_context()
+    transaction.on_commit(
+        lambda: logger.warning("Transcription failed: %s %s", error, context.words, extra=context.extra)
+    )
 
 
 def transcription_pending_fail(*, jobs: Iterable[Transcription], error: str) -> int:
