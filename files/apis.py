@@ -134,7 +134,7 @@ class FileListInputSerializer(serializers.Serializer):
 
 
 class FileUploadInputSerializer(serializers.Serializer):
-    """The multipart parts named ``file``, as the streaming upload handler received them."""
+    """One or more multipart parts named `file`, one per file."""
 
     file = serializers.ListField(
         child=UploadPartField(allow_empty_file=True),
@@ -148,6 +148,16 @@ class FileUploadInputSerializer(serializers.Serializer):
 
 
 class FileRenameInputSerializer(serializers.Serializer):
+    # The whole body of the PATCH, filename required: never partial. drf-spectacular would
+    # document a PATCH body as partial (every field optional) by setting ``partial``.
+    @property
+    def partial(self) -> bool:
+        return False
+
+    @partial.setter
+    def partial(self, value: bool) -> None:
+        pass
+
     filename = StrictStringField(
         help_text="The new name: folders and control characters are removed, then 1-255 characters must be left.",
         error_messages={
@@ -162,7 +172,7 @@ class FileRenameInputSerializer(serializers.Serializer):
 
 
 class FileOutputSerializer(serializers.Serializer):
-    """A row of ``GET /file``: the reference's fields, then ``status``, ``duration`` and ``error``."""
+    """One of your files: `status` is its conversion's, `error` says why that failed."""
 
     uuid = serializers.CharField(source="id.hex")
     filename = serializers.CharField()
@@ -209,7 +219,7 @@ class UploadStatusOutputSerializer(serializers.Serializer):
 
 
 class UploadOutputSerializer(serializers.Serializer):
-    """One part's outcome; a refused part has no ``uuid`` or ``hash``, as the reference shows."""
+    """One uploaded part's outcome; a refused part has no `uuid` or `hash`."""
 
     message = serializers.CharField(help_text="File uploaded successfully, File already exists, or the refusal.")
     filename = serializers.CharField()

@@ -186,7 +186,7 @@ class TranscriptionDataField(serializers.JSONField):
 
 
 class TranscriptionOutputSerializer(serializers.Serializer):
-    """A job as ``GET /transcribe/:uuid`` shows it: ``error`` instead of ``data`` once failed."""
+    """One transcription job; a failed job has `error` instead of `data`."""
 
     uuid = serializers.CharField(source="id.hex")
     file_uuid = serializers.CharField(source="file_id.hex")

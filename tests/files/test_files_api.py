@@ -735,6 +735,9 @@ def test_the_schema_describes_the_file_operations(anon: APIClient) -> None:
 
     rename = detail["patch"]
     assert rename["security"] == [{"apiKey": []}, {"sessionId": []}]
+    assert rename["requestBody"]["required"] is True
+    body = rename["requestBody"]["content"]["application/json"]["schema"]
+    assert document["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]["required"] == ["filename"]
     assert {"Missing 'filename' field in request body", "Filename must be between 1 and 255 characters"} <= errors(
         rename, 400
     )
