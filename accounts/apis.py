@@ -7,15 +7,11 @@ those serializers and the ``extend_schema`` beside each action.
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import permissions, serializers, viewsets
@@ -27,56 +23,12 @@ from rest_framework.views import APIView
 from accounts import selectors, services
 from accounts.models import UserSession
 from files.uploads import avatar_too_large_message, install_avatar_upload_handler
+from whisper_site.api_fields import BODY_ERRORS, ConstantField, HexIdField, TimestampField, UuidField, validated_body
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import parse_uuid
-from whisper_site.openapi import AUTH_ERRORS, UUID_PATTERN, plain_text_errors, uuid_path_parameter
-from whisper_site.request_body import body_object
-from whisper_site.timestamps import format_timestamp
+from whisper_site.openapi import AUTH_ERRORS, plain_text_errors, uuid_path_parameter
 
 # --- Serializer fields: the API's conventions --------------------------------------
-
-
-@extend_schema_field({"type": "string", "pattern": "^[0-9a-f]{32}$", "example": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6e"})
-class HexIdField(serializers.Field):
-    """An identifier as the API writes it: 32 lowercase hex digits."""
-
-    def to_representation(self, value: uuid.UUID) -> str:
-        return value.hex
-
-
-@extend_schema_field(
-    {
-        "type": "string",
-        "pattern": r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$",
-        "example": "2025-01-15 10:30:45",
-        "description": "UTC, `YYYY-MM-DD HH:MM:SS`.",
-    }
-)
-class TimestampField(serializers.Field):
-    """A timestamp as the API writes it: UTC ``YYYY-MM-DD HH:MM:SS``."""
-
-    def to_representation(self, value: dt.datetime) -> str:
-        return format_timestamp(value)
-
-
-class ConstantField(serializers.Field):
-    """A fixed text of an answer (``"Login successful"``), the same in every response."""
-
-    def __init__(self, value: str, **kwargs: Any) -> None:
-        self.value = value
-        super().__init__(source="*", read_only=True, **kwargs)
-
-    def to_representation(self, instance: Any) -> str:
-        return self.value
-
-
-class ConstantFieldSchema(OpenApiSerializerFieldExtension):
-    target_class = ConstantField
-
-    def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
-        # An example, not an enum: the enum post-processing hook would merge the
-        # many different "message" enums into colliding components.
-        return {"type": "string", "example": self.target.value}
 
 
 class StrictCharField(serializers.CharField):
@@ -86,18 +38,6 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
-
-
-@extend_schema_field({"type": "string", "pattern": UUID_PATTERN})
-class UuidField(serializers.CharField):
-    """A UUID written as 32 hex digits or in the hyphenated form."""
-
-    def to_internal_value(self, data: Any) -> uuid.UUID:
-        text = super().to_internal_value(data)
-        try:
-            return parse_uuid(text)
-        except ApplicationError:
-            self.fail("invalid")
 
 
 @extend_schema_field(OpenApiTypes.BINARY)
@@ -129,13 +69,6 @@ def text_field(*, required_message: str, invalid_message: str | None = None, **k
     )
 
 
-def validated_body(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    """The request body read through ``serializer_class``; the first problem is a 400."""
-    serializer = serializer_class(data=body_object(request))
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
 def user_agent(request: Request) -> str:
     return request.META.get("HTTP_USER_AGENT", "")
 
@@ -146,12 +79,6 @@ def client_ip(request: Request) -> str:
 
 # --- The OpenAPI document --------------------------------------------------------------
 
-BODY_ERRORS = [
-    (400, "Malformed request body"),
-    (400, "Request body must be a JSON object"),
-    (413, "Request body too large"),
-    (415, "Unsupported Content-Type"),
-]
 CREDENTIAL_ERRORS = [
     (400, "Missing username"),
     (400, "Invalid username"),
@@ -177,32 +104,6 @@ def response_example(value: dict[str, Any]) -> OpenApiExample:
     return OpenApiExample("Response", value=value, response_only=True, status_codes=["200"])
 
 
-class AccountSchema(AutoSchema):
-    """drf-spectacular's AutoSchema with two additions these endpoints need.
-
-    - A public operation says so with an empty ``security`` list (drf-spectacular
-      leaves the key out, or writes ``[{}]``, "optionally authenticated").
-    - ``DELETE /user/me`` takes the password in its body, as the reference writes
-      it; drf-spectacular documents bodies of POST, PUT and PATCH only (OpenAPI
-      3.0 gives a DELETE body no defined meaning, but allows it).
-    """
-
-    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
-        operation = super().get_operation(*args, **kwargs)
-        if operation is not None and "security" not in operation and not self.get_auth():
-            operation["security"] = []
-        return operation
-
-    def _get_request_body(self, direction: str = "request") -> Any:
-        if self.method != "DELETE":
-            return super()._get_request_body(direction)
-        self.method = "POST"
-        try:
-            return super()._get_request_body(direction)
-        finally:
-            self.method = "DELETE"
-
-
 # --- Health ---------------------------------------------------------------------------
 
 
@@ -219,7 +120,6 @@ class HealthApi(APIView):
 
     authentication_classes: list[type] = []
     permission_classes = [permissions.AllowAny]
-    schema = AccountSchema()
 
     @extend_schema(
         operation_id="health",
@@ -356,8 +256,6 @@ class SessionListOutputSerializer(serializers.Serializer):
 
 class UserViewSet(viewsets.ViewSet):
     """The current user: ``/user/register``, ``/user/login``, ``/user/logout``, ``/user/me``, ``/user/sessions``."""
-
-    schema = AccountSchema()
 
     @extend_schema(
         operation_id="user_register",

@@ -17,44 +17,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import selectors, services
-from accounts.apis import BODY_ERRORS, ConstantField, HexIdField, TimestampField, validated_body
 from accounts.models import User
 from admin_api.permissions import IsAdmin
+from whisper_site.api_fields import BODY_ERRORS, ConstantField, HexIdField, TimestampField, validated_body
 from whisper_site.identifiers import parse_uuid
 from whisper_site.openapi import ADMIN_ERRORS, AUTH_ERRORS, plain_text_errors, uuid_path_parameter
-from whisper_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest, paginate
-
-PAGE_MESSAGE = "Invalid page. Must be a positive integer"
-LIMIT_MESSAGE = f"Invalid limit. Must be between 1 and {MAX_LIMIT}"
+from whisper_site.pagination import (
+    LIMIT_MESSAGE,
+    PAGE_MESSAGE,
+    PageQuerySerializer,
+    PaginationOutputSerializer,
+    paginate,
+)
 
 # --- GET /admin/users ----------------------------------------------------------------
 
 
-class PagingField(serializers.IntegerField):
-    """A page number or size in a query string: ASCII digits only (no sign, no exponent)."""
-
-    def to_internal_value(self, data: Any) -> int:
-        text = data.strip() if isinstance(data, str) else ""
-        if not (text.isascii() and text.isdigit() and len(text) <= 9):
-            self.fail("invalid")
-        return super().to_internal_value(text)
-
-
-def _paging_errors(message: str) -> dict[str, str]:
-    return {name: message for name in ("invalid", "null", "min_value", "max_value", "max_string_length")}
-
-
-class AdminUserListInputSerializer(serializers.Serializer):
-    page = PagingField(
-        default=1, min_value=1, help_text="Page number, from 1.", error_messages=_paging_errors(PAGE_MESSAGE)
-    )
-    limit = PagingField(
-        default=DEFAULT_LIMIT,
-        min_value=1,
-        max_value=MAX_LIMIT,
-        help_text=f"Users per page, 1-{MAX_LIMIT}.",
-        error_messages=_paging_errors(LIMIT_MESSAGE),
-    )
+class AdminUserListInputSerializer(PageQuerySerializer):
     search = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -100,13 +79,6 @@ class AdminUserOutputSerializer(serializers.Serializer):
     def get_stats(self, user: User) -> dict[str, Any]:
         # The user comes from selectors.user_list_with_stats, annotated with its figures.
         return AdminUserStatsOutputSerializer(selectors.UserStats.of(user)).data
-
-
-class PaginationOutputSerializer(serializers.Serializer):
-    page = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    total_count = serializers.IntegerField()
-    total_pages = serializers.IntegerField()
 
 
 # many=False: the "list" action answers one object that holds the list.
@@ -236,7 +208,7 @@ class AdminUserViewSet(viewsets.ViewSet):
         query = serializer.validated_data
         users, pagination = paginate(
             selectors.user_list_with_stats(search=query["search"]),
-            PageRequest(page=query["page"], limit=query["limit"]),
+            serializer.page_request(),
         )
         return Response(AdminUserListOutputSerializer({"users": users, "pagination": pagination}).data)
 

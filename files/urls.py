@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-from django.urls import re_path
+from rest_framework.routers import SimpleRouter
 
 from files import apis
 
-urlpatterns = [
-    re_path(r"^file/?$", apis.FileViewSet.as_view({"get": "list", "post": "create"}), name="file-list"),
-    re_path(
-        r"^file/(?P<file_id>[^/]+)/?$",
-        apis.FileViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
-        name="file-detail",
-    ),
-]
+router = SimpleRouter()
+# DRF's routers only know "/" or nothing; paths are written without the slash, as the
+# reference does, and one with a trailing slash works too.
+router.trailing_slash = "/?"
+# GET/POST /file (file-list); GET/HEAD/PATCH/DELETE /file/:uuid (file-detail).
+router.register("file", apis.FileViewSet, basename="file")
+
+urlpatterns = router.urls

@@ -17,6 +17,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
 FORMATS = ("verbose_json", "srt", "vtt")
+# What POST /transcribe makes when no format is asked for.
+DEFAULT_FORMAT = "verbose_json"
 
 
 class SegmentLike(Protocol):

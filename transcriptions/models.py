@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from whisper_site.identifiers import new_uuid7
+from whisper_site.logs import LogContext, job_log_context
 
 
 class Transcription(models.Model):
@@ -61,3 +62,21 @@ class Transcription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id.hex} {self.format} {self.status}"
+
+    def log_context(self) -> LogContext:
+        """The ids that name this job in a log line: job, batch, file and user."""
+        return job_log_context(job_id=self.id, batch_id=self.batch_id, file_id=self.file_id, user_id=self.owner_id)
+
+    def batch_log_context(self) -> LogContext:
+        """The ids that name this job's batch in a log line: batch, file and user."""
+        return job_log_context(batch_id=self.batch_id, file_id=self.file_id, user_id=self.owner_id)
+
+    @property
+    def reported_language(self) -> str | None:
+        """The language asked for, else the one detected once known; None while unknown."""
+        return self.language or self.detected_language or None
+
+    @property
+    def result(self) -> dict | None:
+        """The transcript in this job's format once completed; None before (and once failed)."""
+        return self.data if self.status == self.Status.COMPLETED else None

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-from django.urls import re_path
+from rest_framework.routers import SimpleRouter
 
 from transcriptions import apis
 
-urlpatterns = [
-    re_path(r"^model/?$", apis.TranscriptionModelViewSet.as_view({"get": "list"}), name="model-list"),
-    re_path(r"^transcribe/?$", apis.TranscriptionViewSet.as_view({"post": "create"}), name="transcribe"),
-    re_path(
-        r"^transcribe/(?P<transcription_id>[^/]+)/?$",
-        apis.TranscriptionViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
-        name="transcribe-detail",
-    ),
-]
+router = SimpleRouter()
+# DRF's routers only know "/" or nothing; paths are written without the slash, as the
+# reference does, and one with a trailing slash works too.
+router.trailing_slash = "/?"
+# GET /model (model-list).
+router.register("model", apis.TranscriptionModelViewSet, basename="model")
+# POST /transcribe (transcription-list); GET/HEAD/DELETE /transcribe/:uuid (transcription-detail).
+router.register("transcribe", apis.TranscriptionViewSet, basename="transcription")
+
+urlpatterns = router.urls

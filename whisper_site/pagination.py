@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import QueryDict
-
-from whisper_site.errors import ApplicationError
+from rest_framework import serializers
+from rest_framework.fields import empty
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -25,26 +24,6 @@ class PageRequest:
         return (self.page - 1) * self.limit
 
 
-def _positive_int(raw: str, message: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
-        raise ApplicationError(message, 400)
-    value = int(raw)
-    if value < 1:
-        raise ApplicationError(message, 400)
-    return value
-
-
-def page_request(query: QueryDict) -> PageRequest:
-    """Parse ``page`` (default 1) and ``limit`` (default 10, at most 100)."""
-    page = _positive_int(query.get("page", "1").strip(), "Invalid page. Must be a positive integer")
-    limit = _positive_int(
-        query.get("limit", str(DEFAULT_LIMIT)).strip(), f"Invalid limit. Must be between 1 and {MAX_LIMIT}"
-    )
-    if limit > MAX_LIMIT:
-        raise ApplicationError(f"Invalid limit. Must be between 1 and {MAX_LIMIT}", 400)
-    return PageRequest(page=page, limit=limit)
-
-
 def paginate(queryset: QuerySet[Any], request: PageRequest) -> tuple[list[Any], dict[str, int]]:
     """One page of ``queryset`` and the reference's ``pagination`` object."""
     total = queryset.count()
@@ -55,3 +34,50 @@ def paginate(queryset: QuerySet[Any], request: PageRequest) -> tuple[list[Any], 
         "total_count": total,
         "total_pages": math.ceil(total / request.limit) if total else 0,
     }
+
+
+PAGE_MESSAGE = "Invalid page. Must be a positive integer"
+LIMIT_MESSAGE = f"Invalid limit. Must be between 1 and {MAX_LIMIT}"
+
+
+class QueryPositiveIntegerField(serializers.IntegerField):
+    """A positive integer in a query string: ASCII digits only (no sign, no decimals), at most 9."""
+
+    def get_value(self, dictionary: Any) -> Any:
+        # Present but empty (``?page=``) is invalid, not the default.
+        return dictionary.get(self.field_name, empty)
+
+    def to_internal_value(self, data: Any) -> int:
+        text = str(data).strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 9):
+            self.fail("invalid")
+        return int(text)
+
+
+class PageQuerySerializer(serializers.Serializer):
+    """``page`` and ``limit`` of a listing's query string; subclasses add their filters."""
+
+    # Declared in the order they are checked: a bad page is reported before a bad limit.
+    page = QueryPositiveIntegerField(
+        default=1,
+        min_value=1,
+        help_text="Page number, from 1.",
+        error_messages={"invalid": PAGE_MESSAGE, "min_value": PAGE_MESSAGE},
+    )
+    limit = QueryPositiveIntegerField(
+        default=DEFAULT_LIMIT,
+        min_value=1,
+        max_value=MAX_LIMIT,
+        help_text=f"Rows per page, 1-{MAX_LIMIT}.",
+        error_messages={"invalid": LIMIT_MESSAGE, "min_value": LIMIT_MESSAGE, "max_value": LIMIT_MESSAGE},
+    )
+
+    def page_request(self) -> PageRequest:
+        return PageRequest(page=self.validated_data["page"], limit=self.validated_data["limit"])
+
+
+class PaginationOutputSerializer(serializers.Serializer):
+    page = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    total_count = serializers.IntegerField()
+    total_pages = serializers.IntegerField()

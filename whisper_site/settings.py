@@ -359,16 +359,13 @@ if PRODUCTION:
 
 # --- API documentation ---------------------------------------------------------
 # /api/v1/schema is built by drf-spectacular from the ViewSets' serializers and
-# extend_schema (whisper_site/openapi.py holds the shared pieces). Operations not
-# yet described in code are completed from admin_api/api_contract.yaml by the
-# overlay hook, until none is left. /api/v1/docs serves
+# extend_schema (whisper_site/openapi.py holds the shared pieces). /api/v1/docs serves
 # Swagger UI from our own static files when drf-spectacular-sidecar is
 # installed, so that it works where browsers cannot reach a CDN.
-REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "admin_api.schema.ContractAutoSchema"
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "whisper_site.openapi.ApiAutoSchema"
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
     "whisper_site.openapi.api_document",
-    "admin_api.schema.contract_overlay",
 ]
 import importlib.util  # noqa: E402  (kept inside this appended block)
 

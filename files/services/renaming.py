@@ -13,14 +13,12 @@ from whisper_site.errors import ApplicationError
 FILENAME_LENGTH_MESSAGE = f"Filename must be between 1 and {MAX_FILENAME_CHARS} characters"
 
 
-def file_rename(*, user: User, file_id: uuid.UUID, filename: object) -> tuple[File, str]:
+def file_rename(*, user: User, file_id: uuid.UUID, filename: str) -> tuple[File, str]:
     """Rename one of the user's files; returns the file and its old name.
 
     The new name is cleaned of folders and control characters, then must be
     1-255 characters.
     """
-    if not isinstance(filename, str):
-        raise ApplicationError(FILENAME_LENGTH_MESSAGE, 400)
     cleaned = filename_clean(filename)
     if not 1 <= len(cleaned) <= MAX_FILENAME_CHARS:
         raise ApplicationError(FILENAME_LENGTH_MESSAGE, 400)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -337,6 +339,31 @@ def test_listing_is_paginated_newest_first_with_status(
     assert client_key.get("/api/v1/file?page=0").status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("page=", "Invalid page. Must be a positive integer"),
+        ("page=1.0", "Invalid page. Must be a positive integer"),
+        ("page=%2B1", "Invalid page. Must be a positive integer"),
+        ("page=%EF%BC%91", "Invalid page. Must be a positive integer"),  # a full-width digit one
+        ("page=1234567890", "Invalid page. Must be a positive integer"),
+        ("limit=0", "Invalid limit. Must be between 1 and 100"),
+        ("limit=", "Invalid limit. Must be between 1 and 100"),
+        # Both wrong: the page is reported.
+        ("limit=101&page=0", "Invalid page. Must be a positive integer"),
+    ],
+)
+def test_listing_takes_only_plain_positive_page_numbers(client_key: APIClient, query: str, message: str) -> None:
+    response = client_key.get(f"/api/v1/file?{query}")
+    assert (response.status_code, text(response)) == (400, message)
+
+
+def test_listing_reads_padded_numbers_and_defaults(client_key: APIClient) -> None:
+    body = client_key.get("/api/v1/file?page=%202%20&limit=100").json()
+    assert body["pagination"] == {"page": 2, "limit": 100, "total_count": 0, "total_pages": 0}
+    assert client_key.get("/api/v1/file").json()["pagination"]["limit"] == 10
+
+
 def test_listing_shows_processing_and_failed_files(client_key: APIClient, user: User) -> None:
     File.objects.create(owner=user, filename="a.mp3", kind="audio", content_type="audio/mpeg", blake3="1" * 64)
     File.objects.create(
@@ -524,6 +551,30 @@ def test_rename_validation(client_key: APIClient, ready_mp3: File, body: dict, m
     assert text(response) == message
 
 
+def test_rename_checks_the_id_then_the_body_then_the_name_then_the_owner(
+    client_key: APIClient, other_client: APIClient, ready_mp3: File
+) -> None:
+    url = f"/api/v1/file/{ready_mp3.id.hex}"
+    response = client_key.patch("/api/v1/file/xyz", ["a"], format="json")
+    assert (response.status_code, text(response)) == (400, "Invalid UUID format")
+    response = client_key.patch(url, ["a"], format="json")
+    assert (response.status_code, text(response)) == (400, "Request body must be a JSON object")
+    response = client_key.patch(url, '{"filename": ', content_type="application/json")
+    assert (response.status_code, text(response)) == (400, "Malformed request body")
+    response = client_key.patch(url, "filename=a.mp3", content_type="text/plain")
+    assert (response.status_code, text(response)) == (415, "Unsupported Content-Type")
+    # A name that cleans to nothing is refused before the file is looked up, whoever asks.
+    response = other_client.patch(url, {"filename": "dir/"}, format="json")
+    assert (response.status_code, text(response)) == (400, "Filename must be between 1 and 255 characters")
+    response = other_client.patch(url, {"filename": "ok.mp3"}, format="json")
+    assert (response.status_code, text(response)) == (404, "File not found or access denied")
+
+
+def test_rename_from_a_form_body(client_key: APIClient, ready_mp3: File) -> None:
+    response = client_key.patch(f"/api/v1/file/{ready_mp3.id.hex}", {"filename": "form.mp3"}, format="multipart")
+    assert response.json()["new_filename"] == "form.mp3"
+
+
 def test_rename_cleans_path_separators(client_key: APIClient, ready_mp3: File) -> None:
     response = client_key.patch(f"/api/v1/file/{ready_mp3.id.hex}", {"filename": "../x/..\\talk.mp3"}, format="json")
     assert response.json()["new_filename"] == "talk.mp3"
@@ -544,10 +595,19 @@ def test_another_users_file_is_404_for_rename_and_delete(
     assert (media_root / ready_mp3.media_name).exists()
 
 
-def test_rename_and_delete_check_the_uuid(client_key: APIClient) -> None:
+def test_rename_and_delete_check_the_uuid(client_key: APIClient, anon: APIClient) -> None:
     assert text(client_key.patch("/api/v1/file/xyz", {"filename": "a"}, format="json")) == "Invalid UUID format"
     assert text(client_key.delete("/api/v1/file/xyz")) == "Invalid UUID format"
     assert client_key.delete("/api/v1/file/" + "0" * 32).status_code == 404
+    # Any id up to the next slash reaches the view, dots included.
+    assert text(client_key.delete("/api/v1/file/talk.mp3/")) == "Invalid UUID format"
+    assert text(anon.get("/api/v1/file/talk.mp3")) == "Invalid UUID format"
+    assert anon.get("/api/v1/file/a/b").status_code == 404
+
+
+def test_routes_and_their_names(ready_mp3: File) -> None:
+    assert reverse("file-list") == "/api/v1/file"
+    assert reverse("file-detail", kwargs={"uuid": ready_mp3.id.hex}) == f"/api/v1/file/{ready_mp3.id.hex}"
 
 
 # --- delete -------------------------------------------------------------------
@@ -632,3 +692,54 @@ def test_a_large_upload_is_hashed_and_stored_byte_exact(client_key: APIClient, u
     file = File.objects.get(id=row["uuid"])
     assert file.upload_size == len(content)
     assert file.duration == pytest.approx(data_bytes / 32000, abs=0.01)
+
+
+# --- the published schema --------------------------------------------------------
+
+
+def test_the_schema_describes_the_file_operations(anon: APIClient) -> None:
+    document = json.loads(anon.get("/api/v1/schema?format=json").content)
+    listing, upload = document["paths"]["/api/v1/file"]["get"], document["paths"]["/api/v1/file"]["post"]
+    detail = document["paths"]["/api/v1/file/{uuid}"]
+    assert [listing["operationId"], upload["operationId"]] == ["file_list", "file_upload"]
+    assert [detail[m]["operationId"] for m in ("get", "patch", "delete")] == [
+        "file_download",
+        "file_rename",
+        "file_delete",
+    ]
+
+    def errors(operation: dict[str, Any], status: int) -> set[str]:
+        content = operation["responses"][str(status)]["content"]["text/plain"]
+        return {example["value"] for example in content["examples"].values()}
+
+    parameters = {p["name"]: p["schema"] for p in listing["parameters"]}
+    assert parameters["page"] == {"type": "integer", "minimum": 1, "default": 1}
+    assert parameters["limit"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}
+
+    body = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    body = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    assert body["required"] == ["file"]
+    assert body["properties"]["file"]["items"] == {"type": "string", "format": "binary"}
+    assert "Content-Type must be multipart/form-data" in errors(upload, 400)
+    assert errors(upload, 413) == {"Request body too large"}
+
+    download = detail["get"]
+    assert not download.get("security")  # public: no credentials
+    assert download["responses"]["206"]["content"]["audio/mpeg"]["schema"] == {"type": "string", "format": "binary"}
+    assert {"Accept-Ranges", "Content-Disposition"} <= set(download["responses"]["200"]["headers"])
+    assert "Content-Range" in download["responses"]["206"]["headers"]
+    assert errors(download, 416) == {"Requested range not satisfiable"}
+    pattern = next(p for p in download["parameters"] if p["in"] == "path")["schema"]["pattern"]
+    assert re.fullmatch(pattern, "0" * 32) and re.fullmatch(pattern, "01234567-89ab-cdef-0123-456789abcdef")
+    assert not re.fullmatch(pattern, "not-a-uuid")
+
+    rename = detail["patch"]
+    assert rename["security"] == [{"apiKey": []}, {"sessionId": []}]
+    assert rename["requestBody"]["required"] is True
+    body = rename["requestBody"]["content"]["application/json"]["schema"]
+    assert document["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]["required"] == ["filename"]
+    assert {"Missing 'filename' field in request body", "Filename must be between 1 and 255 characters"} <= errors(
+        rename, 400
+    )
+    assert errors(rename, 415) == {"Unsupported Content-Type"}
+    assert errors(detail["delete"], 404) == {"File not found or access denied"}

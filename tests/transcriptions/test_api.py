@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -85,9 +87,46 @@ def test_invalid_requests_get_the_reference_errors(
     assert not Transcription.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        # The request's shape first (the reference's order: the uuid, then the formats), then
+        # the service's questions: the model, the language, the file.
+        ({"format": "txt", "model": "nope"}, 400, "Missing file uuid"),
+        ({"uuid": "nope", "format": "txt"}, 400, "Invalid UUID format"),
+        ({"uuid": "0" * 32, "model": "nope", "format": "txt"}, 400, f"Invalid format: txt. {FORMATS_MESSAGE}"),
+        ({"uuid": "0" * 32, "model": 3, "format": []}, 400, "At least one format must be specified"),
+        ({"uuid": "0" * 32, "format": "txt", "language": 7}, 400, f"Invalid format: txt. {FORMATS_MESSAGE}"),
+        ({"uuid": "0" * 32, "model": "nope", "language": 7}, 400, "Invalid language: 7"),
+        (
+            {"uuid": "0" * 32, "model": "nope", "language": "xx"},
+            400,
+            "Invalid model: nope. Must be one of: ggml-base, ggml-tiny.en",
+        ),
+        ({"uuid": "0" * 32, "language": "xx"}, 400, "Invalid language: xx"),
+        # Within a list, the first bad item is the one reported.
+        ({"uuid": "0" * 32, "format": ["srt", 1, "txt"]}, 400, "Invalid format: must be a string or a list of strings"),
+        ({"uuid": "0" * 32, "format": ["txt", 1]}, 400, f"Invalid format: txt. {FORMATS_MESSAGE}"),
+        # Null is the default, as omitted is.
+        ({"uuid": "0" * 32, "model": None, "format": None, "language": None}, 404, "File not found or access denied"),
+        ({"uuid": "0" * 32, "model": True}, 400, "Invalid model: True. Must be one of: ggml-base, ggml-tiny.en"),
+        ({"uuid": "0" * 32, "language": ["en"]}, 400, "Invalid language: ['en']"),
+    ],
+)
+def test_the_order_of_checks(
+    installed_models: object, client_session: APIClient, body: dict[str, Any], status: int, message: str
+) -> None:
+    response = client_session.post("/api/v1/transcribe", body, format="json")
+    assert (response.status_code, text_of(response)) == (status, message)
+
+
 def test_body_must_be_an_object(client_session: APIClient) -> None:
     response = client_session.post("/api/v1/transcribe", ["x"], format="json")
     assert (response.status_code, text_of(response)) == (400, "Request body must be a JSON object")
+    response = client_session.post("/api/v1/transcribe", '{"uuid": ', content_type="application/json")
+    assert (response.status_code, text_of(response)) == (400, "Malformed request body")
+    response = client_session.post("/api/v1/transcribe", "uuid=x", content_type="text/plain")
+    assert (response.status_code, text_of(response)) == (415, "Unsupported Content-Type")
 
 
 def test_another_users_file_and_avatars_are_not_found(
@@ -303,7 +342,11 @@ def test_a_file_without_jobs_lists_none(user: User, make_ready_file: MakeFile, a
 
 @pytest.mark.parametrize(
     ("path", "status", "message"),
-    [("nope", 400, "Invalid UUID format"), ("0" * 32, 404, "Transcription not found")],
+    [
+        ("nope", 400, "Invalid UUID format"),
+        ("job.json", 400, "Invalid UUID format"),
+        ("0" * 32, 404, "Transcription not found"),
+    ],
 )
 def test_reading_errors(anon: APIClient, path: str, status: int, message: str) -> None:
     response = anon.get(f"/api/v1/transcribe/{path}")
@@ -361,3 +404,70 @@ def test_models_for_users_and_admins(
     assert [row["name"] for row in rows] == ["ggml-base", "ggml-tiny.en"]
     assert all(isinstance(row["size"], int) and row["size"] > 70_000_000 for row in rows)
     assert anon.get("/api/v1/model").status_code == 401
+
+
+# --- Routes and the published schema ---------------------------------------------------
+
+
+def test_routes_and_their_names() -> None:
+    assert reverse("model-list") == "/api/v1/model"
+    assert reverse("transcription-list") == "/api/v1/transcribe"
+    assert reverse("transcription-detail", kwargs={"uuid": "0" * 32}) == "/api/v1/transcribe/" + "0" * 32
+
+
+def test_reading_answers_head_too_and_there_is_no_listing(
+    user: User, make_ready_file: MakeFile, anon: APIClient, client_session: APIClient
+) -> None:
+    file = make_ready_file(user)
+    response = anon.head(f"/api/v1/transcribe/{file.id.hex}")
+    assert response.status_code == 200 and response.content == b""
+    response = client_session.get("/api/v1/transcribe")
+    assert (response.status_code, text_of(response)) == (405, "Method not allowed")
+
+
+def test_the_schema_describes_the_transcription_operations(anon: APIClient) -> None:
+    document = json.loads(anon.get("/api/v1/schema?format=json").content)
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    create, detail = paths["/api/v1/transcribe"]["post"], paths["/api/v1/transcribe/{uuid}"]
+    assert paths["/api/v1/model"]["get"]["operationId"] == "model_list"
+    assert [create["operationId"], detail["get"]["operationId"], detail["delete"]["operationId"]] == [
+        "transcription_create",
+        "transcription_get",
+        "transcription_delete",
+    ]
+
+    def errors(operation: dict[str, Any], status: int) -> set[str]:
+        content = operation["responses"][str(status)]["content"]["text/plain"]
+        return {example["value"] for example in content["examples"].values()}
+
+    content = create["requestBody"]["content"]
+    assert list(content) == ["application/json"]
+    body = schemas[content["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]]
+    assert body["required"] == ["uuid"]
+    assert body["properties"]["format"]["default"] == "verbose_json"
+    example = next(iter(content["application/json"]["examples"].values()))["value"]
+    assert example["model"] in {"ggml-tiny.en", "ggml-base"}  # installed out of the box
+    assert {
+        "Missing file uuid",
+        "Invalid UUID format",
+        f"Invalid format: txt. {FORMATS_MESSAGE}",
+        "At least one format must be specified",
+    } <= errors(create, 400)
+    assert errors(create, 404) == {"File not found or access denied"}
+    assert errors(create, 415) == {"Unsupported Content-Type"}
+
+    read = detail["get"]
+    assert not read.get("security")  # public: no credentials
+    options = read["responses"]["200"]["content"]["application/json"]["schema"]
+    one_of = schemas[options["$ref"].rsplit("/", 1)[-1]]["oneOf"]
+    assert [option["$ref"].rsplit("/", 1)[-1] for option in one_of] == [
+        "TranscriptionOutput",
+        "FileTranscriptionsOutput",
+    ]
+    job = schemas["TranscriptionOutput"]
+    assert list(job["properties"]) == [
+        "uuid", "file_uuid", "model", "language", "format", "status", "error", "processed_at", "data",
+    ]  # fmt: skip
+    assert "error" not in job["required"] and "data" not in job["required"]
+    assert errors(read, 404) == {"Transcription not found"}
+    assert errors(detail["delete"], 404) == {"Transcription not found or access denied"}

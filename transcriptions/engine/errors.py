@@ -1,0 +1,15 @@
+"""The errors the engine raises on purpose."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of the errors the engine raises on purpose."""
+
+
+class InvalidLanguage(EngineError, ValueError):
+    """A language code Whisper does not know, or a non-English code for an English-only model."""
+
+
+class UnknownModel(EngineError, LookupError):
+    """No usable model folder of that name in the models folder."""

@@ -1,0 +1,47 @@
+"""Transcription writes, one module per idea; the names callers use are re-exported here.
+
+- :mod:`.prices`: what a job costs and how long its inference may run;
+- :mod:`.jobs`: creating jobs (one per format of a request, one *batch*), sending batches to
+  the queue, and deleting jobs;
+- :mod:`.runs`: running a batch: claiming and charging its jobs, the inference run,
+  completing them, or failing and refunding them;
+- :mod:`.recovery`: queueing again what a lost worker or a lost queue left behind, and
+  operators' re-queues.
+"""
+
+from __future__ import annotations
+
+from transcriptions.services.jobs import (
+    NOT_FOUND_OR_DENIED_MESSAGE,
+    conversion_failed_message,
+    transcription_batches_enqueue,
+    transcription_create,
+    transcription_delete,
+    transcription_file_ready,
+)
+from transcriptions.services.prices import audio_seconds, job_cost, time_limits
+from transcriptions.services.recovery import transcription_requeue, transcription_requeue_stuck
+from transcriptions.services.runs import (
+    transcription_batch_fail,
+    transcription_batch_run,
+    transcription_file_failed,
+    transcription_pending_fail,
+)
+
+__all__ = [
+    "NOT_FOUND_OR_DENIED_MESSAGE",
+    "audio_seconds",
+    "conversion_failed_message",
+    "job_cost",
+    "time_limits",
+    "transcription_batch_fail",
+    "transcription_batch_run",
+    "transcription_batches_enqueue",
+    "transcription_create",
+    "transcription_delete",
+    "transcription_file_failed",
+    "transcription_file_ready",
+    "transcription_pending_fail",
+    "transcription_requeue",
+    "transcription_requeue_stuck",
+]

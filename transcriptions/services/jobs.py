@@ -1,0 +1,180 @@
+"""Creating and deleting jobs, and sending their batches to the queue.
+
+A request for one file in several formats is one *batch*: one job (row) per format, one queue
+message and one inference run for all of them (see :mod:`.runs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from files.models import File
+from files.selectors import NOT_FOUND_MESSAGE as FILE_NOT_FOUND_MESSAGE
+from files.selectors import file_get_owned
+from transcriptions import engine
+from transcriptions.models import Transcription
+from transcriptions.selectors import model_names
+from transcriptions.services.prices import audio_seconds, time_limits
+from whisper_site.errors import ApplicationError
+from whisper_site.identifiers import new_uuid7
+
+logger = logging.getLogger(__name__)
+
+Status = Transcription.Status
+
+NOT_FOUND_OR_DENIED_MESSAGE = "Transcription not found or access denied"
+
+
+def conversion_failed_message(file: File) -> str:
+    """The error of jobs whose file could not be converted."""
+    reason = file.error.strip()
+    # The files app already writes "Conversion failed: ..." into File.error.
+    prefix = "conversion failed:"
+    if reason.lower().startswith(prefix):
+        reason = reason[len(prefix) :].strip()
+    return f"File conversion failed: {reason or 'unknown reason'}"
+
+
+# --- Queueing ------------------------------------------------------------------------
+
+
+def _installed_model(name: str | None) -> str:
+    installed = model_names()
+    name = settings.DEFAULT_MODEL if name is None else name
+    if name not in installed:
+        raise ApplicationError(f"Invalid model: {name}. Must be one of: {', '.join(installed)}", 400)
+    return name
+
+
+def _language_for_model(language: str | None, model: str) -> str:
+    """The language code to transcribe in; "" to detect it (multilingual models only)."""
+    multilingual = engine.is_multilingual_model(model)
+    code = (language or "").strip().lower()
+    if not code:
+        # An English-only model has nothing to detect.
+        return "" if multilingual else "en"
+    try:
+        engine.validate_language(code, multilingual)
+    except engine.InvalidLanguage:
+        if code in engine.supported_languages(True):
+            raise ApplicationError(f"Invalid language: {language}. Model {model} supports only: en", 400) from None
+        raise ApplicationError(f"Invalid language: {language}", 400) from None
+    return code
+
+
+def transcription_create(
+    *,
+    user: User,
+    file_id: uuid.UUID,
+    model: str | None,
+    language: str | None,
+    formats: list[str],
+) -> list[Transcription]:
+    """Queue one job per format of one of ``user``'s files, all served by one inference run.
+
+    Checked in this order: the model (an installed one; ``None`` is the default model), the
+    language (a Whisper code the model can use; ``None`` or empty means detect, which an
+    English-only model does not need), then the file (the user's own audio or video, not
+    failed). A file still converting is fine: its jobs wait for it. Asking twice for one
+    format is one job.
+    """
+    model_name = _installed_model(model)
+    language_code = _language_for_model(language, model_name)
+    file = file_get_owned(user=user, file_id=file_id)
+    if file is None:
+        raise ApplicationError(FILE_NOT_FOUND_MESSAGE, 404)
+    if file.state == File.State.FAILED:
+        raise ApplicationError(conversion_failed_message(file), 400)
+
+    batch_id = new_uuid7()
+    seconds = audio_seconds(file.duration)
+    with transaction.atomic():
+        jobs = [
+            Transcription.objects.create(
+                owner=user,
+                file=file,
+                batch_id=batch_id,
+                model=model_name,
+                language=language_code,
+                format=fmt,
+                audio_seconds=seconds,
+            )
+            for fmt in dict.fromkeys(formats)
+        ]
+        transcription_batches_enqueue(batches={batch_id: jobs[0]})
+    for job in jobs:
+        context = job.log_context()
+        logger.info("Transcription created: %s with %s %s", job.format, job.model, context.words, extra=context.extra)
+    return jobs
+
+
+def transcription_batches_enqueue(*, batches: dict[uuid.UUID, Transcription]) -> None:
+    """Send one message per batch (its id -> one of its jobs, file loaded) once the transaction commits.
+
+    Also records when, for the recovery. The message is sent whatever the file's state: a
+    task that finds the file still converting leaves the jobs pending for the file_ready
+    receiver, and sending unconditionally closes the gap where the conversion finishes
+    between this request's check and its commit.
+    """
+    if not batches:
+        return
+    from transcriptions.tasks import transcription_run_batch_task  # tasks import this module
+
+    Transcription.objects.filter(batch_id__in=list(batches), status=Status.PENDING).update(queued_at=timezone.now())
+
+    def send() -> None:
+        for batch_id, job in batches.items():
+            soft, hard = time_limits(duration=job.file.duration)
+            context = job.batch_log_context()
+            try:
+                transcription_run_batch_task.apply_async(
+                    args=[batch_id.hex],
+                    queue=settings.TRANSCRIPTION_QUEUE,
+                    soft_time_limit=soft,
+                    time_limit=hard,
+                )
+            except Exception:
+                if transcription_run_batch_task.app.conf.task_always_eager:
+                    raise  # eager mode ran the task here: its errors are its own
+                # Broker down: the jobs stay pending and the recovery sends them again.
+                logger.exception("Transcription batch could not be queued %s", context.words, extra=context.extra)
+                continue
+            logger.info(
+                "Transcription batch queued on %s %s", settings.TRANSCRIPTION_QUEUE, context.words, extra=context.extra
+            )
+
+    transaction.on_commit(send)
+
+
+def transcription_file_ready(*, file_id: uuid.UUID) -> None:
+    """Queue the batches waiting for ``file_id``'s conversion (receiver of files' file_ready)."""
+    batches: dict[uuid.UUID, Transcription] = {}
+    for job in Transcription.objects.filter(file_id=file_id, status=Status.PENDING).select_related("file"):
+        batches.setdefault(job.batch_id, job)
+    with transaction.atomic():
+        transcription_batches_enqueue(batches=batches)
+
+
+# --- Deleting ------------------------------------------------------------------------
+
+
+def transcription_delete(*, user: User, transcription_id: uuid.UUID) -> Transcription:
+    """Delete one of ``user``'s jobs, whatever its state; returns the deleted job.
+
+    A pending job is never run nor charged: its message finds nothing to claim. A job being
+    processed is deleted too; its worker's result is dropped, and its charge is not refunded
+    (the work was done or is under way).
+    """
+    job = Transcription.objects.filter(id=transcription_id, owner=user).first()
+    if job is None:
+        raise ApplicationError(NOT_FOUND_OR_DENIED_MESSAGE, 404)
+    Transcription.objects.filter(id=job.id).delete()
+    context = job.log_context()
+    logger.info("Transcription deleted while %s %s", job.status, context.words, extra=context.extra)
+    return job

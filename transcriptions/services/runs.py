@@ -1,0 +1,274 @@
+"""Running a batch: claiming and charging its jobs, one inference run, completing or failing them.
+
+A job moves
+
+    pending -> processing -> completed | failed
+
+and every move is a conditional UPDATE that names the state it leaves, so that two workers
+(a redelivered message, a recovery run, an operator's re-queue) can never both make it:
+
+* claiming: ``pending -> processing`` records the Celery task id as ``claim_token``; a job
+  already ``processing`` under the same token may be taken again by a redelivery of that very
+  task (its worker was killed), never one under another token;
+* charging happens in the claim's transaction, through accounts' ``balance_charge`` (an
+  UPDATE that only succeeds while the balance covers the cost; the CHECK constraint
+  ``token_balance >= 0`` is the backstop);
+* completing and failing only touch jobs still ``processing`` under the caller's token, and a
+  failure refunds (``balance_refund``) in the same transaction as the UPDATE that zeroes the
+  job's cost, and only when that UPDATE changed the row (so exactly once).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+import av
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.services import InsufficientBalance, balance_charge, balance_refund
+from files.models import File
+from files.selectors import file_wav_local_path
+from transcriptions import engine, formats, worker
+from transcriptions.models import Transcription
+from transcriptions.services.jobs import conversion_failed_message
+from transcriptions.services.prices import job_cost, time_limits
+
+logger = logging.getLogger(__name__)
+
+Status = Transcription.Status
+
+
+def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
+    """Run the jobs of one batch: claim and charge each, transcribe once, store every format.
+
+    ``claim_token`` is the Celery task id. Safe to run twice and at once: only jobs pending
+    (or processing under this same token, a redelivery after the worker died) are taken.
+    While the file has no WAV yet nothing happens (the file_ready receiver queues the batch
+    again); a failed conversion fails the pending jobs without charging them.
+    """
+    first = Transcription.objects.filter(batch_id=batch_id).select_related("file").order_by("created_at").first()
+    if first is None:
+        return  # every job of the batch was deleted
+    file = first.file
+    if file.state == File.State.PROCESSING and not file.wav_name:
+        # Still converting. Only the WAV is needed: once it is stored, the jobs run even
+        # while the MP3/MP4 is still being made.
+        return
+    if file.state == File.State.FAILED:
+        transcription_pending_fail(
+            jobs=Transcription.objects.filter(batch_id=batch_id), error=conversion_failed_message(file)
+        )
+        return
+
+    claimed = _claim_and_charge(batch_id=batch_id, claim_token=claim_token, file=file)
+    if not claimed:
+        return
+    job = claimed[0]
+    context = job.batch_log_context()
+    started = time.perf_counter()
+    try:
+        result = _transcribe(file=file, model_name=job.model, language=job.language or None)
+        rendered = {
+            fmt: formats.render(result.segments, result.text, result.language, fmt)
+            for fmt in {claimed_job.format for claimed_job in claimed}
+        }
+    except Exception as exc:
+        reason = _failure_reason(exc, file=file, job=job)
+        if reason is None:
+            logger.exception("Transcription batch failed: internal error %s", context.words, extra=context.extra)
+            reason = "Transcription failed: internal error"
+        # Each job logs its failure (a WARNING with the reason) as it is failed.
+        transcription_batch_fail(batch_id=batch_id, claim_token=claim_token, error=reason)
+        return
+    logger.info(
+        "Transcription batch ran %.1f s of audio in %.1f s with %s %s",
+        file.duration,
+        time.perf_counter() - started,
+        job.model,
+        context.words,
+        extra=context.extra,
+    )
+    _complete(batch_id=batch_id, claim_token=claim_token, rendered=rendered, language=result.language)
+
+
+def _claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> list[Transcription]:
+    """Claim the batch's jobs for ``claim_token`` and charge those not charged yet.
+
+    Returns the jobs claimed and paid for, to be transcribed.
+    """
+    claimed: list[Transcription] = []
+    now = timezone.now()
+    with transaction.atomic():
+        candidates = list(
+            Transcription.objects.filter(batch_id=batch_id)
+            .filter(Q(status=Status.PENDING) | Q(status=Status.PROCESSING, claim_token=claim_token))
+            .order_by("created_at", "id")
+        )
+        multiplier: Decimal | None = None
+        for job in candidates:
+            if job.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
+                # Its worker died (killed, out of memory, hard time limit) this many times
+                # already: the next try would most likely end the same way.
+                _fail_and_refund(
+                    job,
+                    f"Transcription failed after {job.attempts} attempts: the worker stopped before it finished",
+                )
+                continue
+            # The claim. It names the state read above: a job deleted or claimed by another
+            # task since then is left alone.
+            taken = Transcription.objects.filter(id=job.id, status=job.status, claim_token=job.claim_token).update(
+                status=Status.PROCESSING,
+                claim_token=claim_token,
+                started_at=now,
+                attempts=F("attempts") + 1,
+                error="",
+            )
+            if not taken:
+                continue
+            job.status, job.claim_token, job.started_at = Status.PROCESSING, claim_token, now
+            job.attempts += 1
+            if job.cost == 0:
+                # Not charged yet (a job retaken after its worker died keeps its charge).
+                if multiplier is None:
+                    multiplier = User.objects.values_list("price_multiplier", flat=True).get(pk=job.owner_id)
+                cost = job_cost(duration=file.duration, price_multiplier=multiplier)
+                if cost > 0 and not _charge(job, cost):
+                    continue
+            claimed.append(job)
+    for job in claimed:
+        context = job.log_context()
+        logger.info(
+            "Transcription started: attempt %d, %d tokens charged %s",
+            job.attempts,
+            job.cost,
+            context.words,
+            extra=context.extra,
+        )
+    return claimed
+
+
+def _charge(job: Transcription, cost: int) -> bool:
+    """Take ``cost`` tokens for a job just claimed, or fail it. Call inside the claim's transaction."""
+    # Race: two jobs of one user claimed at once by different workers. balance_charge is
+    # one conditional UPDATE of the user's row, so the balance never goes below zero.
+    try:
+        balance_charge(user_id=job.owner_id, amount=cost)
+    except InsufficientBalance as short:
+        # Nothing was taken: the job fails uncharged ("Insufficient token balance. ...").
+        Transcription.objects.filter(id=job.id).update(status=Status.FAILED, error=str(short))
+        _log_failure_on_commit(job, str(short))
+        return False
+    Transcription.objects.filter(id=job.id).update(cost=cost)
+    job.cost = cost
+    return True
+
+
+def _transcribe(*, file: File, model_name: str, language: str | None) -> engine.TranscriptResult:
+    model = worker.model_cache().get(model_name)
+    with file_wav_local_path(file) as wav_path:
+        return engine.transcribe(model, wav_path, language=language, vad_filter=settings.WHISPER_VAD_FILTER)
+
+
+def _failure_reason(exc: Exception, *, file: File, job: Transcription) -> str | None:
+    """What a user reads for an error of the inference step; None for an unexpected one."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        soft, _ = time_limits(duration=file.duration)
+        return f"Transcription timed out after {soft} seconds"
+    if isinstance(exc, FileNotFoundError):
+        return "Transcription failed: the file's audio is missing from storage"
+    if isinstance(exc, engine.UnknownModel):
+        return f"Transcription failed: model {job.model} is not installed"
+    if isinstance(exc, engine.InvalidLanguage):
+        return f"Invalid language: {job.language}"
+    if isinstance(exc, av.error.FFmpegError):
+        return "Transcription failed: the file's audio could not be decoded"
+    if isinstance(exc, MemoryError):
+        return "Transcription failed: out of memory"
+    return None
+
+
+def _complete(*, batch_id: uuid.UUID, claim_token: str, rendered: dict[str, Any], language: str) -> int:
+    """Store each claimed job's result; returns how many jobs this call completed."""
+    now = timezone.now()
+    completed: list[Transcription] = []
+    with transaction.atomic():
+        for job in Transcription.objects.filter(batch_id=batch_id, status=Status.PROCESSING, claim_token=claim_token):
+            if job.format not in rendered:
+                continue
+            # A job deleted meanwhile, or taken over by the recovery, is not touched: the
+            # UPDATE names the state and the claim.
+            done = Transcription.objects.filter(id=job.id, status=Status.PROCESSING, claim_token=claim_token).update(
+                status=Status.COMPLETED,
+                data=rendered[job.format],
+                detected_language=language,
+                processed_at=now,
+                error="",
+            )
+            if done:
+                completed.append(job)
+    for job in completed:
+        context = job.log_context()
+        logger.info("Transcription completed %s", context.words, extra=context.extra)
+    return len(completed)
+
+
+def transcription_batch_fail(*, batch_id: uuid.UUID, claim_token: str, error: str) -> int:
+    """Fail the batch's jobs held by ``claim_token`` with ``error`` and refund their charges.
+
+    Returns how many jobs this call failed.
+    """
+    with transaction.atomic():
+        jobs = Transcription.objects.filter(batch_id=batch_id, status=Status.PROCESSING, claim_token=claim_token)
+        return sum(_fail_and_refund(job, error) for job in jobs)
+
+
+def _fail_and_refund(job: Transcription, error: str) -> bool:
+    """Move ``job`` from the state it was read in to failed, refunding its charge. Inside a transaction.
+
+    The UPDATE names the job's state, token and cost as read and zeroes the cost, and the
+    refund only follows when it changed the row: of any number of callers, one refunds.
+    """
+    failed = Transcription.objects.filter(
+        id=job.id, status=job.status, claim_token=job.claim_token, cost=job.cost
+    ).update(status=Status.FAILED, error=error, cost=0)
+    if failed:
+        balance_refund(user_id=job.owner_id, amount=job.cost)
+        _log_failure_on_commit(job, error)
+    return bool(failed)
+
+
+def _log_failure_on_commit(job: Transcription, error: str) -> None:
+    """A WARNING with the reason, once the job's failure is committed (a rolled-back one never happened)."""
+    context = job.log_context()
+    transaction.on_commit(
+        lambda: logger.warning("Transcription failed: %s %s", error, context.words, extra=context.extra)
+    )
+
+
+def transcription_pending_fail(*, jobs: Iterable[Transcription], error: str) -> int:
+    """Fail the ``jobs`` still pending with ``error``; none of them was charged. Returns how many."""
+    with transaction.atomic():
+        return sum(_fail_and_refund(job, error) for job in jobs if job.status == Status.PENDING)
+
+
+# --- Files whose conversion failed -----------------------------------------------------
+
+
+def transcription_file_failed(*, file_id: uuid.UUID) -> None:
+    """Fail the jobs waiting for ``file_id``, whose conversion failed (receiver of file_failed)."""
+    file = File.objects.filter(id=file_id).first()
+    if file is None:
+        return
+    transcription_pending_fail(
+        jobs=Transcription.objects.filter(file_id=file_id, status=Status.PENDING), error=conversion_failed_message(file)
+    )
