@@ -269,7 +269,7 @@ def test_account_and_admin_operations_come_from_the_code(schema: dict[str, Any])
         assert operation["operationId"] == operation_id
         assert operation["tags"] and operation["summary"]
         # The success body is the output serializer's component, not a schema
-        # written beside the code (the contract overlay writes them inline).
+        # written inline beside it.
         assert "$ref" in operation["responses"]["200"]["content"]["application/json"]["schema"], (method, path)
         if operation["security"]:
             assert "Missing valid Authorization header with session or API key" in error_messages(operation, 401)
