@@ -6,12 +6,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
-from accounts.models import User
 from files.models import File
 from files.storage import storage_local_path
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 NOT_FOUND_MESSAGE = "File not found or access denied"
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
-from accounts.models import User
 from whisper_site.search_text import search_text_clean
 
 # Below this many rows an exact COUNT(*) is cheap; above it an unfiltered change
@@ -71,6 +71,9 @@ def search_by_id_or_owner(queryset: QuerySet[Any], term: str, *, owner_field: st
     except ValueError:
         pass
     owner_ids = list(
-        User.objects.filter(username__icontains=term).order_by().values_list("pk", flat=True)[:OWNER_SEARCH_LIMIT]
+        get_user_model()
+        .objects.filter(username__icontains=term)
+        .order_by()
+        .values_list("pk", flat=True)[:OWNER_SEARCH_LIMIT]
     )
     return queryset.filter(**{f"{owner_field}__in": owner_ids})

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.models import User
 from files import media
 from files.filenames import filename_for_upload
 from files.images import ImageInfo, NotAnImage, probe_image
@@ -17,6 +18,9 @@ from files.storage import object_prefix, storage_delete, storage_put_upload
 from files.uploads import StreamedUpload, avatar_too_large_message, streamed_upload_from
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import new_uuid7
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 AVATAR_NOT_IMAGE_MESSAGE = "Avatar must be an image (PNG, JPEG, GIF or WebP)"
 
@@ -67,7 +71,7 @@ def avatar_replace(*, user: User, upload: UploadedFile) -> File:
         with transaction.atomic():
             # Lock the user: two avatar changes at once must not both keep
             # the previous avatar as "not mine to delete".
-            locked = User.objects.select_for_update().get(pk=user.pk)
+            locked = type(user).objects.select_for_update().get(pk=user.pk)
             previous_id = locked.avatar_id
             if existing is None:
                 avatar = File.objects.create(
@@ -86,7 +90,7 @@ def avatar_replace(*, user: User, upload: UploadedFile) -> File:
                 )
             else:
                 avatar = existing
-            User.objects.filter(pk=user.pk).update(avatar=avatar)
+            type(user).objects.filter(pk=user.pk).update(avatar=avatar)
             if previous_id is not None and previous_id != avatar.id:
                 previous = File.objects.filter(id=previous_id, owner=user).first()
                 if previous is not None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import QuerySet
 
-from accounts.models import User
 from files.models import File
 from files.selectors import NOT_FOUND_MESSAGE
 from files.storage import storage_delete
 from whisper_site.errors import ApplicationError
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 
 def file_storage_names(file: File) -> list[str]:

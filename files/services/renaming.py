@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
-from accounts.models import User
 from files.filenames import MAX_FILENAME_CHARS, filename_clean
 from files.models import File
 from files.selectors import NOT_FOUND_MESSAGE, file_get_owned
 from whisper_site.errors import ApplicationError
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 FILENAME_LENGTH_MESSAGE = f"Filename must be between 1 and {MAX_FILENAME_CHARS} characters"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from accounts.models import User
 from files import media
 from files.filenames import filename_for_upload
 from files.models import File
@@ -17,6 +17,9 @@ from files.storage import object_prefix, storage_delete, storage_put_upload
 from files.uploads import StreamedUpload
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import new_uuid7
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 
 @dataclass(frozen=True)
