@@ -12,6 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import permissions, serializers, viewsets
@@ -22,6 +24,7 @@ from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.models import UserSession
+from accounts.services.users import USERNAME_PATTERN
 from files.uploads import avatar_too_large_message, install_avatar_upload_handler
 from whisper_site.api_fields import BODY_ERRORS, ConstantField, HexIdField, TimestampField, UuidField, validated_body
 from whisper_site.errors import ApplicationError
@@ -52,11 +55,39 @@ class UploadField(serializers.Field):
         return data
 
 
-def text_field(*, required_message: str, invalid_message: str | None = None, **kwargs: Any) -> serializers.CharField:
-    """A string field whose errors are the reference's messages."""
+# Text without NUL, which DRF refuses ("Null characters are not allowed"): the schema says so.
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+
+
+class PatternCharField(serializers.CharField):
+    """A CharField whose documented ``pattern`` the services check, with the reference's messages.
+
+    The pattern is for the schema only: validating it here would answer before the
+    services do, with other words and in another order than the reference's.
+    """
+
+    def __init__(self, *, pattern: str, **kwargs: Any) -> None:
+        self.pattern = pattern
+        super().__init__(**kwargs)
+
+
+class PatternCharFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = PatternCharField
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {**schema, "pattern": self.target.pattern}
+
+
+def text_field(
+    *, required_message: str, invalid_message: str | None = None, pattern: str = NO_NUL_PATTERN, **kwargs: Any
+) -> serializers.CharField:
+    """A non-empty string field whose errors are the reference's messages; ``pattern`` documents its form."""
     invalid = invalid_message or required_message
-    return serializers.CharField(
+    return PatternCharField(
+        pattern=pattern,
         trim_whitespace=False,
+        min_length=1,
         error_messages={
             "required": required_message,
             "null": invalid,
@@ -146,10 +177,18 @@ class HealthApi(APIView):
 
 
 class CredentialsInputSerializer(serializers.Serializer):
+    username = text_field(required=True, required_message="Missing username", invalid_message="Invalid username")
+    password = text_field(required=True, required_message="Missing password", invalid_message="Invalid password")
+
+
+class RegisterInputSerializer(CredentialsInputSerializer):
+    # The patterns document the rules that user_register applies (with its own messages, in
+    # the reference's order); the password's character classes are checked there.
     username = text_field(
         required=True,
         required_message="Missing username",
         invalid_message="Invalid username",
+        pattern=f"^{USERNAME_PATTERN.pattern}$",
         help_text="3-20 characters of `A-Z a-z 0-9 _ -`, unique case-insensitively.",
     )
     password = text_field(
@@ -268,7 +307,7 @@ class UserViewSet(viewsets.ViewSet):
         ),
         tags=["user"],
         auth=[],
-        request=CredentialsInputSerializer,
+        request=RegisterInputSerializer,
         examples=[
             request_example({"username": "john_doe", "password": EXAMPLE_PASSWORD}),
             response_example(
@@ -342,6 +381,7 @@ class UserViewSet(viewsets.ViewSet):
             "ends the session making the request; with `session_id`, that session of the same user."
         ),
         tags=["user"],
+        auth=[{"sessionId": []}],
         request=UserLogoutInputSerializer,
         examples=[
             request_example({"session_id": "018c5f9a7b2e7a8c9d0e1f2a3b4c5d6f"}),
@@ -503,11 +543,15 @@ class ApiKeyCreateInputSerializer(serializers.Serializer):
         required=True,
         allow_blank=True,
         trim_whitespace=False,
+        min_length=1,
+        max_length=255,
         help_text="1-255 characters.",
         error_messages={
             "required": "Missing 'name' field in request body",
             "null": "Missing 'name' field in request body",
             "invalid": services.TOKEN_NAME_MESSAGE,
+            "min_length": services.TOKEN_NAME_MESSAGE,
+            "max_length": services.TOKEN_NAME_MESSAGE,
         },
     )
 

@@ -10,6 +10,8 @@ import math
 from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, viewsets
@@ -120,19 +122,39 @@ class StrictNumberField(serializers.Field):
         return float(value)
 
 
+@extend_schema_field({"type": "integer", "format": "int64", "minimum": 0, "maximum": services.TOKEN_BALANCE_MAX})
+class TokenBalanceField(StrictIntegerField):
+    """A balance to set: a JSON integer within the bounds ``balance_set`` enforces."""
+
+
+@extend_schema_field({"type": "number", "minimum": 0, "maximum": int(services.PRICE_MULTIPLIER_MAX)})
+class PriceMultiplierField(StrictNumberField):
+    """A multiplier to set: a finite JSON number within the bounds ``balance_set`` enforces."""
+
+
 class AdminUserUpdateInputSerializer(serializers.Serializer):
-    token_balance = StrictIntegerField(
+    token_balance = TokenBalanceField(
         required=False,
         help_text=f"New balance in tokens (set, not added): 0 to {services.TOKEN_BALANCE_MAX}.",
         error_messages={"invalid": "token_balance must be an integer", "null": "token_balance must be an integer"},
     )
-    price_multiplier = StrictNumberField(
+    price_multiplier = PriceMultiplierField(
         required=False,
         help_text=(
             f"Factor applied to each job's cost: 0 to {services.PRICE_MULTIPLIER_MAX}, kept to 4 decimal places."
         ),
         error_messages={"invalid": "price_multiplier must be a number", "null": "price_multiplier must be a number"},
     )
+
+
+class AdminUserUpdateInputSchema(OpenApiSerializerExtension):
+    target_class = AdminUserUpdateInputSerializer
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
+        # At least one of the two: an empty body is "No valid fields to update".
+        schema = auto_schema._map_basic_serializer(self.target, direction)
+        schema["minProperties"] = 1
+        return schema
 
 
 class AdminUserUpdatedOutputSerializer(serializers.Serializer):

@@ -51,7 +51,7 @@ MISSING_FILENAME_MESSAGE = "Missing 'filename' field in request body"
 # --- Fields ------------------------------------------------------------------------
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field({"type": "string", "minLength": 1})
 class StrictStringField(serializers.Field):
     """A JSON string, passed on as sent: numbers are not turned into text, nothing is trimmed."""
 
@@ -80,11 +80,12 @@ class FileUploadInputSerializer(serializers.Serializer):
     file = serializers.ListField(
         child=UploadPartField(allow_empty_file=True),
         allow_empty=False,
+        min_length=1,
         help_text=(
             "One part per file (repeat the field), at most "
             f"{settings.UPLOAD_MAX_FILES} per request, each at most {settings.UPLOAD_MAX_FILE_BYTES} bytes."
         ),
-        error_messages={"required": NO_FILES_MESSAGE, "empty": NO_FILES_MESSAGE},
+        error_messages={"required": NO_FILES_MESSAGE, "empty": NO_FILES_MESSAGE, "min_length": NO_FILES_MESSAGE},
     )
 
 

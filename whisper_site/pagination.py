@@ -12,6 +12,8 @@ from rest_framework.fields import empty
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
+# Page numbers are at most 9 digits: a larger one is no page of any listing.
+MAX_PAGE = 999_999_999
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ class PageQuerySerializer(serializers.Serializer):
     page = QueryPositiveIntegerField(
         default=1,
         min_value=1,
+        max_value=MAX_PAGE,
         help_text="Page number, from 1.",
-        error_messages={"invalid": PAGE_MESSAGE, "min_value": PAGE_MESSAGE},
+        error_messages={"invalid": PAGE_MESSAGE, "min_value": PAGE_MESSAGE, "max_value": PAGE_MESSAGE},
     )
     limit = QueryPositiveIntegerField(
         default=DEFAULT_LIMIT,

@@ -244,6 +244,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Self-hosted Whisper transcription: accounts, files, transcriptions and admin.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Bodies are documented as JSON, as the reference writes them (form bodies are read
+    # too); operations that take files declare their multipart body themselves.
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
 }
 
 # Request bodies: JSON and form bodies are small; file parts stream to disk.
