@@ -60,14 +60,15 @@ NO_NUL_PATTERN = "^[^\\u0000]*$"
 
 
 class PatternCharField(serializers.CharField):
-    """A CharField whose documented ``pattern`` the services check, with the reference's messages.
+    """A CharField whose documented ``pattern`` (and ``documented`` keywords) the services check.
 
-    The pattern is for the schema only: validating it here would answer before the
+    They are for the schema only: validating it here would answer before the
     services do, with other words and in another order than the reference's.
     """
 
-    def __init__(self, *, pattern: str, **kwargs: Any) -> None:
+    def __init__(self, *, pattern: str, documented: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.pattern = pattern
+        self.documented = documented or {}
         super().__init__(**kwargs)
 
 
@@ -76,16 +77,22 @@ class PatternCharFieldSchema(OpenApiSerializerFieldExtension):
 
     def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
-        return {**schema, "pattern": self.target.pattern}
+        return {**schema, "pattern": self.target.pattern, **self.target.documented}
 
 
 def text_field(
-    *, required_message: str, invalid_message: str | None = None, pattern: str = NO_NUL_PATTERN, **kwargs: Any
+    *,
+    required_message: str,
+    invalid_message: str | None = None,
+    pattern: str = NO_NUL_PATTERN,
+    documented: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> serializers.CharField:
     """A non-empty string field whose errors are the reference's messages; ``pattern`` documents its form."""
     invalid = invalid_message or required_message
     return PatternCharField(
         pattern=pattern,
+        documented=documented,
         trim_whitespace=False,
         min_length=1,
         error_messages={
@@ -195,6 +202,7 @@ class RegisterInputSerializer(CredentialsInputSerializer):
         required=True,
         required_message="Missing password",
         invalid_message="Invalid password",
+        documented={"minLength": services.PASSWORD_MIN_LENGTH, "maxLength": services.PASSWORD_MAX_LENGTH},
         help_text="12-128 characters with an uppercase and a lowercase letter, a digit and a special character.",
     )
 

@@ -33,8 +33,9 @@ UUID_PATTERN = r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-
 
 
 class ApiAutoSchema(AutoSchema):
-    """drf-spectacular's AutoSchema (``DEFAULT_SCHEMA_CLASS``) with two additions this API needs.
+    """drf-spectacular's AutoSchema (``DEFAULT_SCHEMA_CLASS``) with what this API needs beside it.
 
+    - A PATCH's body is required (each names at least one field to change).
     - A public operation says so with an empty ``security`` list (drf-spectacular
       leaves the key out, or writes ``[{}]``, "optionally authenticated").
     - ``DELETE /user/me`` takes the password in its body, as the reference writes
@@ -47,6 +48,9 @@ class ApiAutoSchema(AutoSchema):
         operation = super().get_operation(*args, **kwargs)
         if operation is not None and "security" not in operation and not self.get_auth():
             operation["security"] = []
+        if operation is not None and self.method == "PATCH" and "requestBody" in operation:
+            # A PATCH here changes at least one field: without a body it is a 400.
+            operation["requestBody"]["required"] = True
         return operation
 
     def _get_serializer(self) -> Any:

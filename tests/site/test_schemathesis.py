@@ -29,6 +29,8 @@ from tests.site.conftest import DATA, Served
 pytestmark = pytest.mark.served
 
 HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
+# The operations where one check is off, each with its reason.
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 PASSWORD = "Fuzz-Passw0rd-1!"
 MAX_EXAMPLES = 25
 SEED = os.environ.get("SCHEMATHESIS_SEED", "20261128")
@@ -60,7 +62,8 @@ def test_every_operation_answers_as_the_schema_says(served: Served, tmp_path: Pa
     session_id, api_key = fuzzing_user(served)
     reports = tmp_path / "reports"
     command = [
-        sys.executable, "-m", "schemathesis.cli", "run", f"{served.url}/api/v1/schema",
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG),
+        "run", f"{served.url}/api/v1/schema",
         # Every check, every operation, every phase (examples, coverage, fuzzing, stateful).
         "--checks", "all",
         "--max-examples", str(MAX_EXAMPLES),
