@@ -64,10 +64,13 @@ def test_every_operation_answers_as_the_schema_says(served: Served, tmp_path: Pa
     command = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG),
         "run", f"{served.url}/api/v1/schema",
-        # Every check, every operation, every phase (examples, coverage, fuzzing, stateful).
-        "--checks", "all",
+        # Every operation, every phase (examples, coverage, fuzzing, stateful), and every
+        # check: all are on by default, and schemathesis.toml turns one off for three
+        # operations (a `--checks all` here would override it).
         "--max-examples", str(MAX_EXAMPLES),
-        "--workers", "2",
+        # One worker: with two threads, Python 3.11's ast.parse (which Hypothesis calls to
+        # describe filters) can fail with "AST constructor recursion depth mismatch".
+        "--workers", "1",
         "--seed", SEED,
         # No example database: every run starts from the seed alone.
         "--generation-database", "none",
