@@ -81,11 +81,17 @@ class FileUploadInputSerializer(serializers.Serializer):
         child=UploadPartField(allow_empty_file=True),
         allow_empty=False,
         min_length=1,
+        max_length=settings.UPLOAD_MAX_FILES,
         help_text=(
             "One part per file (repeat the field), at most "
             f"{settings.UPLOAD_MAX_FILES} per request, each at most {settings.UPLOAD_MAX_FILE_BYTES} bytes."
         ),
-        error_messages={"required": NO_FILES_MESSAGE, "empty": NO_FILES_MESSAGE, "min_length": NO_FILES_MESSAGE},
+        error_messages={
+            "required": NO_FILES_MESSAGE,
+            "empty": NO_FILES_MESSAGE,
+            "min_length": NO_FILES_MESSAGE,
+            "max_length": f"Too many files. Maximum is {settings.UPLOAD_MAX_FILES} per request",
+        },
     )
 
 
