@@ -11,9 +11,9 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import User
-from admin_api.changelist import search_by_id_or_owner
 from files.models import File
 from tests.conftest import PASSWORD, make_user
+from whisper_site.admin_changelist import search_by_id_or_owner
 from whisper_site.parsers import MAX_JSON_DEPTH, json_depth_exceeds
 from whisper_site.search_text import search_text_clean
 
