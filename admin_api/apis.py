@@ -15,6 +15,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, viewsets
+from rest_framework.fields import empty
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -31,20 +32,29 @@ from whisper_site.pagination import (
     PaginationOutputSerializer,
     paginate,
 )
+from whisper_site.search_text import search_text_clean
 
 # --- GET /admin/users ----------------------------------------------------------------
 
 
+class SearchTextField(serializers.CharField):
+    """Search text: a NUL is dropped (no username holds one), not refused."""
+
+    def run_validation(self, data: Any = empty) -> Any:
+        # DRF's NUL validator would refuse the text before it is cleaned.
+        if isinstance(data, str):
+            data = search_text_clean(data)
+        return super().run_validation(data)
+
+
 class AdminUserListInputSerializer(PageQuerySerializer):
-    search = serializers.CharField(
+    search = SearchTextField(
         required=False,
         allow_blank=True,
         trim_whitespace=False,
         help_text="Only usernames containing this text (case-insensitive).",
     )
-    username = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False, help_text="Alias of `search`."
-    )
+    username = SearchTextField(required=False, allow_blank=True, trim_whitespace=False, help_text="Alias of `search`.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # `username` stands in for an empty or absent `search`; blank text is no filter.

@@ -713,7 +713,7 @@ def test_the_schema_describes_the_file_operations(anon: APIClient) -> None:
         return {example["value"] for example in content["examples"].values()}
 
     parameters = {p["name"]: p["schema"] for p in listing["parameters"]}
-    assert parameters["page"] == {"type": "integer", "minimum": 1, "default": 1}
+    assert parameters["page"] == {"type": "integer", "minimum": 1, "maximum": 999_999_999, "default": 1}
     assert parameters["limit"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}
 
     body = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
