@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import selectors, services
+from accounts.client_address import client_address
 from accounts.models import UserSession
 from files.uploads import avatar_too_large_message, install_avatar_upload_handler
 from whisper_site.errors import ApplicationError
@@ -138,10 +139,6 @@ def validated_body(serializer_class: type[serializers.Serializer], request: Requ
 
 def user_agent(request: Request) -> str:
     return request.META.get("HTTP_USER_AGENT", "")
-
-
-def client_ip(request: Request) -> str:
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
 # --- The OpenAPI document --------------------------------------------------------------
@@ -433,7 +430,7 @@ class UserViewSet(viewsets.ViewSet):
     @action(detail=False, methods=["post"], authentication_classes=[], permission_classes=[permissions.AllowAny])
     def login(self, request: Request) -> Response:
         data = validated_body(CredentialsInputSerializer, request)
-        user, session = services.user_login(**data, user_agent=user_agent(request), client_ip=client_ip(request))
+        user, session = services.user_login(**data, user_agent=user_agent(request), client_ip=client_address(request))
         return Response(UserLoginOutputSerializer({"user": user, "session": session}).data)
 
     @extend_schema(

@@ -263,6 +263,9 @@ SESSION_LIFETIME_HOURS = env_int("SESSION_LIFETIME_HOURS", 24, minimum=1)
 MAX_API_KEYS_PER_USER = env_int("MAX_API_KEYS_PER_USER", 100, minimum=1)
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
 LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1)
+# Proxies in front of the service that append to X-Forwarded-For; 0: clients connect
+# directly and the header is not believed (accounts/client_address.py).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 
 # Files
 UPLOAD_MAX_FILE_BYTES = env_int("UPLOAD_MAX_FILE_BYTES", 1024**3, minimum=1)
