@@ -401,7 +401,9 @@ class UserViewSet(viewsets.ViewSet):
         summary="Login with credentials",
         description=(
             "Opens a session valid for 24 hours. A wrong username and a wrong password are the "
-            "same 401. Repeated failures for one username or from one address are throttled (429)."
+            "same 401. Failures are counted per (username, client address) and per client address: "
+            "past either limit the answer is 429, even for the right password, until the window "
+            "passes. The same account from another address is not blocked."
         ),
         tags=["user"],
         auth=[],
@@ -422,7 +424,7 @@ class UserViewSet(viewsets.ViewSet):
             **plain_text_errors(
                 *CREDENTIAL_ERRORS,
                 (401, "Authentication failed"),
-                (429, "Too many failed login attempts. Try again later"),
+                (429, services.LOGIN_BLOCKED_MESSAGE),
                 *BODY_ERRORS,
             ),
         },
@@ -430,7 +432,9 @@ class UserViewSet(viewsets.ViewSet):
     @action(detail=False, methods=["post"], authentication_classes=[], permission_classes=[permissions.AllowAny])
     def login(self, request: Request) -> Response:
         data = validated_body(CredentialsInputSerializer, request)
-        user, session = services.user_login(**data, user_agent=user_agent(request), client_ip=client_address(request))
+        user, session = services.user_login(
+            **data, user_agent=user_agent(request), client_address=client_address(request)
+        )
         return Response(UserLoginOutputSerializer({"user": user, "session": session}).data)
 
     @extend_schema(
@@ -495,7 +499,9 @@ class UserViewSet(viewsets.ViewSet):
         summary="Update user profile",
         description=(
             "All fields optional. Everything is validated before anything is written. A new "
-            "password needs `old_password` and ends the user's other sessions (this one stays)."
+            "password needs `old_password` and ends the user's other sessions (this one stays). "
+            "Wrong `old_password`s count with failed logins of the account from the same address: "
+            "past the limit the answer is 429, even for the right one, until the window passes."
         ),
         tags=["user"],
         request={"multipart/form-data": UserUpdateInputSerializer},
@@ -517,6 +523,7 @@ class UserViewSet(viewsets.ViewSet):
                 (401, "Incorrect old password"),
                 *AUTH_ERRORS,
                 (409, "Username already taken"),
+                (429, services.PASSWORD_BLOCKED_MESSAGE),
                 *BODY_ERRORS,
             ),
         },
@@ -527,13 +534,19 @@ class UserViewSet(viewsets.ViewSet):
         install_avatar_upload_handler(request)
         data = validated_body(UserUpdateInputSerializer, request)
         current_session = request.auth if isinstance(request.auth, UserSession) else None
-        updated = services.user_update(user=request.user, current_session=current_session, **data)
+        updated = services.user_update(
+            user=request.user, current_session=current_session, client_address=client_address(request), **data
+        )
         return Response(UserUpdateOutputSerializer({"updated_fields": updated}).data)
 
     @extend_schema(
         operation_id="user_me_delete",
         summary="Delete account and all associated data",
-        description="Deletes the user's files (and their stored media), transcriptions, sessions and API keys.",
+        description=(
+            "Deletes the user's files (and their stored media), transcriptions, sessions and API keys. "
+            "Wrong passwords count with failed logins of the account from the same address: past the "
+            "limit the answer is 429, even for the right one, until the window passes."
+        ),
         tags=["user"],
         request=UserDeleteInputSerializer,
         examples=[
@@ -546,6 +559,7 @@ class UserViewSet(viewsets.ViewSet):
                 (400, "Password is required to delete account"),
                 (401, "Incorrect password"),
                 *AUTH_ERRORS,
+                (429, services.PASSWORD_BLOCKED_MESSAGE),
                 *BODY_ERRORS,
             ),
         },
@@ -553,7 +567,7 @@ class UserViewSet(viewsets.ViewSet):
     @me.mapping.delete
     def delete_me(self, request: Request) -> Response:
         data = validated_body(UserDeleteInputSerializer, request)
-        services.user_delete(user=request.user, **data)
+        services.user_delete(user=request.user, client_address=client_address(request), **data)
         return Response(UserDeleteOutputSerializer({}).data)
 
     @extend_schema(
