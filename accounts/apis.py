@@ -363,7 +363,8 @@ class UserViewSet(viewsets.ViewSet):
             "Username: 3-20 characters of `A-Z a-z 0-9 _ -`, unique case-insensitively. "
             "Password: 12-128 characters with at least 1 uppercase letter, 1 lowercase letter, "
             "1 digit and 1 special character. A new account starts with the configured token "
-            "balance; registering also opens a session."
+            "balance; registering also opens a session. Registrations are limited per client "
+            "address (`REGISTRATIONS_PER_ADDRESS_PER_HOUR`, default 20 an hour): past it, 429."
         ),
         tags=["user"],
         auth=[],
@@ -386,6 +387,7 @@ class UserViewSet(viewsets.ViewSet):
                 (400, services.USERNAME_MESSAGE),
                 *PASSWORD_ERRORS,
                 (409, "Username already exists"),
+                (429, services.REGISTRATION_BLOCKED_MESSAGE),
                 *BODY_ERRORS,
             ),
         },
@@ -393,7 +395,9 @@ class UserViewSet(viewsets.ViewSet):
     @action(detail=False, methods=["post"], authentication_classes=[], permission_classes=[permissions.AllowAny])
     def register(self, request: Request) -> Response:
         data = validated_body(CredentialsInputSerializer, request)
-        user, session = services.user_register(**data, user_agent=user_agent(request))
+        user, session = services.user_register(
+            **data, user_agent=user_agent(request), client_address=client_address(request)
+        )
         return Response(UserRegisterOutputSerializer({"user": user, "session": session}).data)
 
     @extend_schema(

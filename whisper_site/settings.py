@@ -268,6 +268,7 @@ LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 50, m
 if LOGIN_MAX_FAILURES_PER_ADDRESS < LOGIN_MAX_FAILURES:
     raise ImproperlyConfigured("LOGIN_MAX_FAILURES_PER_ADDRESS must be at least LOGIN_MAX_FAILURES")
 LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1)
+REGISTRATIONS_PER_ADDRESS_PER_HOUR = env_int("REGISTRATIONS_PER_ADDRESS_PER_HOUR", 20, minimum=1)
 # Proxies in front of the service that append to X-Forwarded-For; 0: clients connect
 # directly and the header is not believed (accounts/client_address.py).
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)

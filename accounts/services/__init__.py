@@ -6,7 +6,7 @@
 - :mod:`~accounts.services.balance`: the token balance and the price multiplier,
   charged, refunded, granted and set only here;
 - :mod:`~accounts.services.throttles`: the password guard (failed password checks
-  per account and address, and per address).
+  per account and address, and per address) and the registrations per address.
 
 Callers import the public names from ``accounts.services``.
 """
@@ -30,6 +30,7 @@ from accounts.services.sessions import PurgeResult, session_create, session_end,
 from accounts.services.throttles import (
     LOGIN_BLOCKED_MESSAGE,
     PASSWORD_BLOCKED_MESSAGE,
+    REGISTRATION_BLOCKED_MESSAGE,
     PasswordAttempt,
     password_attempt_begin,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "PASSWORD_MAX_LENGTH",
     "PASSWORD_MIN_LENGTH",
     "PRICE_MULTIPLIER_MAX",
+    "REGISTRATION_BLOCKED_MESSAGE",
     "TOKEN_BALANCE_MAX",
     "TOKEN_NAME_MESSAGE",
     "USERNAME_MESSAGE",

@@ -1,4 +1,4 @@
-"""Limits on guessing passwords, counted in the cache.
+"""Limits on guessing passwords and on registering, counted in the cache.
 
 The password guard counts failed password checks (API login, admin login, the
 password confirmations of ``PATCH`` and ``DELETE /user/me``) per (account,
@@ -13,6 +13,8 @@ Each count covers a window of ``LOGIN_FAILURE_WINDOW_SECONDS`` that opens at
 its first failure; once a count reaches its limit, attempts are refused until
 its window ends, even with the right password. IPv6 clients are counted by
 their /64 network, the block one subscriber is usually given.
+
+Registrations are counted per client address the same way, over an hour.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from whisper_site.errors import ApplicationError
 
 LOGIN_BLOCKED_MESSAGE = "Too many failed login attempts. Try again later"
 PASSWORD_BLOCKED_MESSAGE = "Too many incorrect password attempts. Try again later"
+REGISTRATION_BLOCKED_MESSAGE = "Too many registrations from this address. Try again later"
+REGISTRATION_WINDOW_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -171,3 +175,16 @@ def password_attempt_begin(*, user: User | None, username: str, address: str, bl
     reservation = _reserve([pair, per_address], blocked_message=blocked_message)
     pair_key, _ = reservation.taken[0]
     return PasswordAttempt(reservation, pair_key)
+
+
+def registration_reserve(*, address: str) -> Reservation:
+    """Count a registration from ``address``, or refuse it (429) past ``REGISTRATIONS_PER_ADDRESS_PER_HOUR``.
+
+    The caller releases the reservation if the registration does not happen.
+    """
+    counter = _Counter(
+        f"registrations:address:{_address_group(address)}",
+        settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR,
+        REGISTRATION_WINDOW_SECONDS,
+    )
+    return _reserve([counter], blocked_message=REGISTRATION_BLOCKED_MESSAGE)

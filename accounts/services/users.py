@@ -14,6 +14,7 @@ from accounts.services.throttles import (
     LOGIN_BLOCKED_MESSAGE,
     PASSWORD_BLOCKED_MESSAGE,
     password_attempt_begin,
+    registration_reserve,
 )
 from whisper_site.errors import ApplicationError
 
@@ -48,11 +49,29 @@ def password_validate(*, password: str) -> None:
             raise ApplicationError(f"Password must contain at least 1 {name}", 400)
 
 
-@transaction.atomic
-def user_register(*, username: str, password: str, user_agent: str) -> tuple[User, UserSession]:
-    """Create an account with the starting balance and open its first session."""
+def user_register(
+    *, username: str, password: str, user_agent: str, client_address: str | None = None
+) -> tuple[User, UserSession]:
+    """Create an account with the starting balance and open its first session.
+
+    A registration from ``client_address`` (the API's) counts against
+    ``REGISTRATIONS_PER_ADDRESS_PER_HOUR`` and is refused (429) past it; ``None``
+    (tests, operators' tools) is not counted.
+    """
     username_validate(username=username)
     password_validate(password=password)
+    reservation = registration_reserve(address=client_address) if client_address is not None else None
+    try:
+        return _user_create(username=username, password=password, user_agent=user_agent)
+    except BaseException:
+        # Only registrations that created an account count.
+        if reservation is not None:
+            reservation.release()
+        raise
+
+
+@transaction.atomic
+def _user_create(*, username: str, password: str, user_agent: str) -> tuple[User, UserSession]:
     if User.objects.filter(username__iexact=username).exists():
         raise ApplicationError("Username already exists", 409)
     try:

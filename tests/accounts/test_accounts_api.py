@@ -136,7 +136,7 @@ def test_login_errors(anon: APIClient) -> None:
     assert nobody.status_code == 401 and text(nobody) == "Authentication failed"
 
 
-# Login throttling, and the other limits on guessing passwords: test_throttling.py.
+# Login throttling, and the other limits on guessing and registering: test_throttling.py.
 
 
 def test_superuser_from_createsuperuser_is_admin(anon: APIClient) -> None:

@@ -1,4 +1,4 @@
-"""Limits on guessing passwords, driven through the API.
+"""Limits on guessing passwords and on registering, driven through the API.
 
 Failed password checks count per (account, client address) and per address;
 the pair blocks at LOGIN_MAX_FAILURES, the address at the higher
@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 
 from accounts import services
 from accounts.models import User
+from accounts.services import throttles
 from tests.conftest import PASSWORD, make_user
 from whisper_site.errors import ApplicationError
 
@@ -28,6 +29,7 @@ WRONG = "Wrong#Passw0rd1"
 NEW_PASSWORD = "NewP@ssw0rd12345"
 BLOCKED_LOGIN = "Too many failed login attempts. Try again later"
 BLOCKED_PASSWORD = "Too many incorrect password attempts. Try again later"
+BLOCKED_REGISTRATION = "Too many registrations from this address. Try again later"
 
 
 def login(client: APIClient, username: str, password: str, address: str, forwarded_for: str | None = None):
@@ -193,6 +195,40 @@ def test_a_renamed_account_keeps_its_count(client_session: APIClient, user: User
     assert patch_password(client_session, PASSWORD).status_code == 429
 
 
+# --- registrations ----------------------------------------------------------------------
+
+
+def register(client: APIClient, username: str, address: str):
+    body = {"username": username, "password": PASSWORD}
+    return client.post("/api/v1/user/register", body, format="json", REMOTE_ADDR=address)
+
+
+def test_registrations_are_limited_per_address(anon: APIClient, settings) -> None:
+    settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR = 3
+    assert register(anon, "user0", "127.0.0.2").status_code == 200
+    # A refused registration does not use the allowance.
+    assert register(anon, "User0", "127.0.0.2").status_code == 409
+    assert register(anon, "user1", "127.0.0.2").status_code == 200
+    assert register(anon, "user2", "127.0.0.2").status_code == 200
+    blocked = register(anon, "user3", "127.0.0.2")
+    assert blocked.status_code == 429 and text(blocked) == BLOCKED_REGISTRATION
+    assert not User.objects.filter(username="user3").exists()
+    assert User.objects.count() == 3
+    assert register(anon, "user3", "127.0.0.3").status_code == 200
+
+
+def test_registrations_allowed_again_after_the_hour(anon: APIClient, settings, monkeypatch) -> None:
+    settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR = 1
+    monkeypatch.setattr(throttles, "REGISTRATION_WINDOW_SECONDS", 3)
+    started = time.monotonic()
+    assert register(anon, "first", "127.0.0.2").status_code == 200  # opens the window
+    opened_by = time.monotonic()
+    assert register(anon, "second", "127.0.0.2").status_code == 429
+    assert time.monotonic() - started < 3, "too slow to see the limit inside its window"
+    time.sleep(max(0.0, opened_by + 3.1 - time.monotonic()))
+    assert register(anon, "second", "127.0.0.2").status_code == 200
+
+
 # --- settings and the schema ---------------------------------------------------------------
 
 
@@ -200,6 +236,7 @@ def test_defaults() -> None:
     assert django_settings.LOGIN_MAX_FAILURES == 5
     assert django_settings.LOGIN_MAX_FAILURES_PER_ADDRESS == 50
     assert django_settings.LOGIN_FAILURE_WINDOW_SECONDS == 900
+    assert django_settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR == 20
     assert django_settings.TRUSTED_PROXY_COUNT == 0
 
 
@@ -225,5 +262,6 @@ def test_the_schema_documents_the_429s(anon: APIClient) -> None:
         return {example["value"] for example in examples.values()}
 
     assert messages("/api/v1/user/login", "post") == {BLOCKED_LOGIN}
+    assert messages("/api/v1/user/register", "post") == {BLOCKED_REGISTRATION}
     assert messages("/api/v1/user/me", "patch") == {BLOCKED_PASSWORD}
     assert messages("/api/v1/user/me", "delete") == {BLOCKED_PASSWORD}
