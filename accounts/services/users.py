@@ -89,7 +89,7 @@ def user_login(*, username: str, password: str, user_agent: str, client_address:
 
     Failures are counted per (account, ``client_address``) and per address by the
     password guard (:mod:`accounts.services.throttles`); past either limit the
-    answer is 429, even for the right password, until the period ends.
+    answer is 429, even for the right password, until its window ends.
     """
     user = User.objects.filter(username__iexact=username).first()
     attempt = password_attempt_begin(
