@@ -9,10 +9,11 @@ address, still logs in. The address's limit is higher
 (``LOGIN_MAX_FAILURES_PER_ADDRESS``): it stops one address spreading guesses
 over many accounts without blocking the addresses nobody guessed from.
 
-Each count covers a window of ``LOGIN_FAILURE_WINDOW_SECONDS`` that opens at
-its first failure; once a count reaches its limit, attempts are refused until
-its window ends, even with the right password. IPv6 clients are counted by
-their /64 network, the block one subscriber is usually given.
+Each count covers a window of ``LOGIN_FAILURE_WINDOW_SECONDS`` that opens with
+the first check it counts (a right password closes its pair's window); once a
+count reaches its limit, attempts are refused until its window ends, even with
+the right password. IPv6 clients are counted by their /64 network, the block
+one subscriber is usually given.
 
 Registrations are counted per client address the same way, over an hour.
 """
@@ -40,7 +41,7 @@ REGISTRATION_WINDOW_SECONDS = 3600
 class _Counter:
     """A count of attempts in the cache: at most ``limit`` in a window of ``window`` seconds.
 
-    A window opens at the first attempt counted and lasts ``window`` seconds,
+    A window opens with the first attempt counted and lasts ``window`` seconds,
     whatever happens in it. It is a key of its own, created with ``add`` and never
     written again, so that it ends on time with every cache backend (Django's file
     and database caches give a key the default timeout again at each ``incr``).
@@ -72,6 +73,10 @@ class _Counter:
                 return f"{self.name}:{opened}"
             # The window ended between add and get: open the next one.
         return f"{self.name}:{token}"
+
+    def reset(self) -> None:
+        """Close the open window: the next attempt counted opens a new one from zero."""
+        cache.delete(self._window_key)
 
 
 def _increment(key: str, window: int) -> int:
@@ -144,15 +149,16 @@ class PasswordAttempt:
     """One password check, counted as a failure until :meth:`succeeded` says it was right."""
 
     _reservation: Reservation
-    _pair_key: str
+    _pair: _Counter
 
     def succeeded(self) -> None:
         """The password was right: forget the pair's failures; the address gets this attempt back."""
-        # The address's count stays: logging into one's own account from an
-        # address must not wipe the guesses made from it at other accounts.
-        self._reservation.taken = [(key, window) for key, window in self._reservation.taken if key != self._pair_key]
+        # Only this attempt, not the address's count: logging into one's own
+        # account must not wipe the guesses made from that address at others.
+        pair_prefix = f"{self._pair.name}:"
+        self._reservation.taken = [item for item in self._reservation.taken if not item[0].startswith(pair_prefix)]
         self._reservation.release()
-        cache.delete(self._pair_key)
+        self._pair.reset()
 
 
 def password_attempt_begin(*, user: User | None, username: str, address: str, blocked_message: str) -> PasswordAttempt:
@@ -173,8 +179,7 @@ def password_attempt_begin(*, user: User | None, username: str, address: str, bl
     pair = _Counter(f"password-failures:pair:{account}:{group}", settings.LOGIN_MAX_FAILURES, window)
     per_address = _Counter(f"password-failures:address:{group}", settings.LOGIN_MAX_FAILURES_PER_ADDRESS, window)
     reservation = _reserve([pair, per_address], blocked_message=blocked_message)
-    pair_key, _ = reservation.taken[0]
-    return PasswordAttempt(reservation, pair_key)
+    return PasswordAttempt(reservation, pair)
 
 
 def registration_reserve(*, address: str) -> Reservation:
