@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import authenticate
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, BaseUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
@@ -14,12 +16,47 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from accounts.client_address import client_address
 from accounts.models import ApiKey, User, UserSession
 from accounts.selectors import user_stats_get
-from accounts.services import password_validate, username_validate
+from accounts.services import LOGIN_BLOCKED_MESSAGE, password_attempt_begin, password_validate, username_validate
 from whisper_site.admin_changelist import LargeTablePaginator, search_by_id_or_owner
 from whisper_site.errors import ApplicationError
 from whisper_site.search_text import search_text_clean
+
+
+class GuardedAdminLoginForm(AdminAuthenticationForm):
+    """The admin's login form, behind the password guard of the API's login.
+
+    A failure counts against the (account, address) pair and the address as a
+    failed ``POST /user/login`` does, and while either is at its limit the form
+    says so and refuses even the right password.
+    """
+
+    def clean(self) -> dict[str, Any]:
+        username = self.cleaned_data.get("username")
+        password = self.cleaned_data.get("password")
+        if username is None or not password:
+            return self.cleaned_data
+        user = User.objects.filter(username__iexact=username).first()
+        try:
+            attempt = password_attempt_begin(
+                user=user,
+                username=username,
+                address=client_address(self.request),
+                blocked_message=LOGIN_BLOCKED_MESSAGE,
+            )
+        except ApplicationError as error:
+            raise ValidationError(error.message, code="too_many_attempts") from None
+        self.user_cache = authenticate(self.request, username=username, password=password)
+        if self.user_cache is None:
+            raise self.get_invalid_login_error()
+        attempt.succeeded()
+        self.confirm_login_allowed(self.user_cache)
+        return self.cleaned_data
+
+
+admin.site.login_form = GuardedAdminLoginForm
 
 
 class PasswordRulesMixin:

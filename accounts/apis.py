@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import selectors, services
+from accounts.client_address import client_address
 from accounts.models import UserSession
 from accounts.services.users import USERNAME_PATTERN
 from files.uploads import avatar_too_large_message, install_avatar_upload_handler
@@ -109,10 +110,6 @@ def text_field(
 
 def user_agent(request: Request) -> str:
     return request.META.get("HTTP_USER_AGENT", "")
-
-
-def client_ip(request: Request) -> str:
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
 # --- The OpenAPI document --------------------------------------------------------------
@@ -311,7 +308,8 @@ class UserViewSet(viewsets.ViewSet):
             "Username: 3-20 characters of `A-Z a-z 0-9 _ -`, unique case-insensitively. "
             "Password: 12-128 characters with at least 1 uppercase letter, 1 lowercase letter, "
             "1 digit and 1 special character. A new account starts with the configured token "
-            "balance; registering also opens a session."
+            "balance; registering also opens a session. Registrations are limited per client "
+            "address (`REGISTRATIONS_PER_ADDRESS_PER_HOUR`, default 20 an hour): past it, 429."
         ),
         tags=["user"],
         auth=[],
@@ -334,6 +332,7 @@ class UserViewSet(viewsets.ViewSet):
                 (400, services.USERNAME_MESSAGE),
                 *PASSWORD_ERRORS,
                 (409, "Username already exists"),
+                (429, services.REGISTRATION_BLOCKED_MESSAGE),
                 *BODY_ERRORS,
             ),
         },
@@ -341,7 +340,9 @@ class UserViewSet(viewsets.ViewSet):
     @action(detail=False, methods=["post"], authentication_classes=[], permission_classes=[permissions.AllowAny])
     def register(self, request: Request) -> Response:
         data = validated_body(CredentialsInputSerializer, request)
-        user, session = services.user_register(**data, user_agent=user_agent(request))
+        user, session = services.user_register(
+            **data, user_agent=user_agent(request), client_address=client_address(request)
+        )
         return Response(UserRegisterOutputSerializer({"user": user, "session": session}).data)
 
     @extend_schema(
@@ -349,7 +350,9 @@ class UserViewSet(viewsets.ViewSet):
         summary="Login with credentials",
         description=(
             "Opens a session valid for 24 hours. A wrong username and a wrong password are the "
-            "same 401. Repeated failures for one username or from one address are throttled (429)."
+            "same 401. Failures are counted per (username, client address) and per client address: "
+            "past either limit the answer is 429, even for the right password, until the window "
+            "passes. The same account from another address is not blocked."
         ),
         tags=["user"],
         auth=[],
@@ -370,7 +373,7 @@ class UserViewSet(viewsets.ViewSet):
             **plain_text_errors(
                 *CREDENTIAL_ERRORS,
                 (401, "Authentication failed"),
-                (429, "Too many failed login attempts. Try again later"),
+                (429, services.LOGIN_BLOCKED_MESSAGE),
                 *BODY_ERRORS,
             ),
         },
@@ -378,7 +381,9 @@ class UserViewSet(viewsets.ViewSet):
     @action(detail=False, methods=["post"], authentication_classes=[], permission_classes=[permissions.AllowAny])
     def login(self, request: Request) -> Response:
         data = validated_body(CredentialsInputSerializer, request)
-        user, session = services.user_login(**data, user_agent=user_agent(request), client_ip=client_ip(request))
+        user, session = services.user_login(
+            **data, user_agent=user_agent(request), client_address=client_address(request)
+        )
         return Response(UserLoginOutputSerializer({"user": user, "session": session}).data)
 
     @extend_schema(
@@ -444,7 +449,9 @@ class UserViewSet(viewsets.ViewSet):
         summary="Update user profile",
         description=(
             "All fields optional. Everything is validated before anything is written. A new "
-            "password needs `old_password` and ends the user's other sessions (this one stays)."
+            "password needs `old_password` and ends the user's other sessions (this one stays). "
+            "Wrong `old_password`s count with failed logins of the account from the same address: "
+            "past the limit the answer is 429, even for the right one, until the window passes."
         ),
         tags=["user"],
         request={"multipart/form-data": UserUpdateInputSerializer},
@@ -466,6 +473,7 @@ class UserViewSet(viewsets.ViewSet):
                 (401, "Incorrect old password"),
                 *AUTH_ERRORS,
                 (409, "Username already taken"),
+                (429, services.PASSWORD_BLOCKED_MESSAGE),
                 *BODY_ERRORS,
             ),
         },
@@ -476,13 +484,19 @@ class UserViewSet(viewsets.ViewSet):
         install_avatar_upload_handler(request)
         data = validated_body(UserUpdateInputSerializer, request)
         current_session = request.auth if isinstance(request.auth, UserSession) else None
-        updated = services.user_update(user=request.user, current_session=current_session, **data)
+        updated = services.user_update(
+            user=request.user, current_session=current_session, client_address=client_address(request), **data
+        )
         return Response(UserUpdateOutputSerializer({"updated_fields": updated}).data)
 
     @extend_schema(
         operation_id="user_me_delete",
         summary="Delete account and all associated data",
-        description="Deletes the user's files (and their stored media), transcriptions, sessions and API keys.",
+        description=(
+            "Deletes the user's files (and their stored media), transcriptions, sessions and API keys. "
+            "Wrong passwords count with failed logins of the account from the same address: past the "
+            "limit the answer is 429, even for the right one, until the window passes."
+        ),
         tags=["user"],
         request=UserDeleteInputSerializer,
         examples=[
@@ -495,6 +509,7 @@ class UserViewSet(viewsets.ViewSet):
                 (400, "Password is required to delete account"),
                 (401, "Incorrect password"),
                 *AUTH_ERRORS,
+                (429, services.PASSWORD_BLOCKED_MESSAGE),
                 *BODY_ERRORS,
             ),
         },
@@ -502,7 +517,7 @@ class UserViewSet(viewsets.ViewSet):
     @me.mapping.delete
     def delete_me(self, request: Request) -> Response:
         data = validated_body(UserDeleteInputSerializer, request)
-        services.user_delete(user=request.user, **data)
+        services.user_delete(user=request.user, client_address=client_address(request), **data)
         return Response(UserDeleteOutputSerializer({}).data)
 
     @extend_schema(

@@ -264,8 +264,17 @@ DATA_UPLOAD_MAX_NUMBER_FILES = env_int("UPLOAD_MAX_FILES", 20, minimum=1) + 1
 NEW_USER_TOKEN_BALANCE = env_int("NEW_USER_TOKEN_BALANCE", 1000)
 SESSION_LIFETIME_HOURS = env_int("SESSION_LIFETIME_HOURS", 24, minimum=1)
 MAX_API_KEYS_PER_USER = env_int("MAX_API_KEYS_PER_USER", 100, minimum=1)
+# The password guard (accounts/services/throttles.py): failed password checks are
+# counted per (account, client address) and, with a higher limit, per address.
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
+LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1)
+if LOGIN_MAX_FAILURES_PER_ADDRESS < LOGIN_MAX_FAILURES:
+    raise ImproperlyConfigured("LOGIN_MAX_FAILURES_PER_ADDRESS must be at least LOGIN_MAX_FAILURES")
 LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1)
+REGISTRATIONS_PER_ADDRESS_PER_HOUR = env_int("REGISTRATIONS_PER_ADDRESS_PER_HOUR", 20, minimum=1)
+# Proxies in front of the service that append to X-Forwarded-For; 0: clients connect
+# directly and the header is not believed (accounts/client_address.py).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 
 # Files
 UPLOAD_MAX_FILE_BYTES = env_int("UPLOAD_MAX_FILE_BYTES", 1024**3, minimum=1)

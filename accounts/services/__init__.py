@@ -4,7 +4,9 @@
 - :mod:`~accounts.services.sessions`: opening, ending and purging login sessions;
 - :mod:`~accounts.services.api_keys`: issuing and revoking API keys;
 - :mod:`~accounts.services.balance`: the token balance and the price multiplier,
-  charged, refunded, granted and set only here.
+  charged, refunded, granted and set only here;
+- :mod:`~accounts.services.throttles`: the password guard (failed password checks
+  per account and address, and per address) and the registrations per address.
 
 Callers import the public names from ``accounts.services``.
 """
@@ -25,10 +27,18 @@ from accounts.services.balance import (
     token_balance_validate,
 )
 from accounts.services.sessions import PurgeResult, session_create, session_end, session_purge
+from accounts.services.throttles import (
+    LOGIN_BLOCKED_MESSAGE,
+    PASSWORD_BLOCKED_MESSAGE,
+    REGISTRATION_BLOCKED_MESSAGE,
+    PasswordAttempt,
+    password_attempt_begin,
+)
 from accounts.services.users import (
     PASSWORD_MAX_LENGTH,
     PASSWORD_MIN_LENGTH,
     USERNAME_MESSAGE,
+    password_confirm,
     password_validate,
     user_delete,
     user_get_by_username,
@@ -39,13 +49,17 @@ from accounts.services.users import (
 )
 
 __all__ = [
+    "LOGIN_BLOCKED_MESSAGE",
+    "PASSWORD_BLOCKED_MESSAGE",
     "PASSWORD_MAX_LENGTH",
     "PASSWORD_MIN_LENGTH",
     "PRICE_MULTIPLIER_MAX",
+    "REGISTRATION_BLOCKED_MESSAGE",
     "TOKEN_BALANCE_MAX",
     "TOKEN_NAME_MESSAGE",
     "USERNAME_MESSAGE",
     "InsufficientBalance",
+    "PasswordAttempt",
     "PurgeResult",
     "api_key_create",
     "api_key_revoke",
@@ -53,6 +67,8 @@ __all__ = [
     "balance_grant",
     "balance_refund",
     "balance_set",
+    "password_attempt_begin",
+    "password_confirm",
     "password_validate",
     "price_multiplier_clean",
     "price_multiplier_set",

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 
-from django.conf import settings
-from django.core.cache import cache
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User, UserSession
 from accounts.services.sessions import session_create
+from accounts.services.throttles import (
+    LOGIN_BLOCKED_MESSAGE,
+    PASSWORD_BLOCKED_MESSAGE,
+    password_attempt_begin,
+    registration_reserve,
+)
 from whisper_site.errors import ApplicationError
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{3,20}")
@@ -45,11 +49,29 @@ def password_validate(*, password: str) -> None:
             raise ApplicationError(f"Password must contain at least 1 {name}", 400)
 
 
-@transaction.atomic
-def user_register(*, username: str, password: str, user_agent: str) -> tuple[User, UserSession]:
-    """Create an account with the starting balance and open its first session."""
+def user_register(
+    *, username: str, password: str, user_agent: str, client_address: str | None = None
+) -> tuple[User, UserSession]:
+    """Create an account with the starting balance and open its first session.
+
+    A registration from ``client_address`` (the API's) counts against
+    ``REGISTRATIONS_PER_ADDRESS_PER_HOUR`` and is refused (429) past it; ``None``
+    (tests, operators' tools) is not counted.
+    """
     username_validate(username=username)
     password_validate(password=password)
+    reservation = registration_reserve(address=client_address) if client_address is not None else None
+    try:
+        return _user_create(username=username, password=password, user_agent=user_agent)
+    except BaseException:
+        # Only registrations that created an account count.
+        if reservation is not None:
+            reservation.release()
+        raise
+
+
+@transaction.atomic
+def _user_create(*, username: str, password: str, user_agent: str) -> tuple[User, UserSession]:
     if User.objects.filter(username__iexact=username).exists():
         raise ApplicationError("Username already exists", 409)
     try:
@@ -62,37 +84,40 @@ def user_register(*, username: str, password: str, user_agent: str) -> tuple[Use
     return user, session_create(user=user, user_agent=user_agent)
 
 
-def _failure_keys(username: str, client_ip: str) -> list[str]:
-    return [f"login-failures:user:{username.lower()[:64]}", f"login-failures:ip:{client_ip[:64]}"]
+def user_login(*, username: str, password: str, user_agent: str, client_address: str) -> tuple[User, UserSession]:
+    """Check credentials and open a session.
 
-
-def _record_failure(keys: list[str]) -> None:
-    window = settings.LOGIN_FAILURE_WINDOW_SECONDS
-    for key in keys:
-        if not cache.add(key, 1, timeout=window):
-            try:
-                cache.incr(key)
-            except ValueError:
-                cache.set(key, 1, timeout=window)
-
-
-def user_login(*, username: str, password: str, user_agent: str, client_ip: str) -> tuple[User, UserSession]:
-    """Check credentials and open a session; repeated failures are throttled (429)."""
-    keys = _failure_keys(username, client_ip)
-    if any((cache.get(key) or 0) >= settings.LOGIN_MAX_FAILURES for key in keys):
-        raise ApplicationError("Too many failed login attempts. Try again later", 429)
+    Failures are counted per (account, ``client_address``) and per address by the
+    password guard (:mod:`accounts.services.throttles`); past either limit the
+    answer is 429, even for the right password, until its window ends.
+    """
     user = User.objects.filter(username__iexact=username).first()
+    attempt = password_attempt_begin(
+        user=user, username=username, address=client_address, blocked_message=LOGIN_BLOCKED_MESSAGE
+    )
     if user is None or not user.is_active or len(password) > PASSWORD_MAX_LENGTH:
         # Hash anyway so that a missing user takes as long as a wrong password.
         User().set_password(password[:PASSWORD_MAX_LENGTH])
-        _record_failure(keys)
         raise ApplicationError("Authentication failed", 401)
     if not user.check_password(password):
-        _record_failure(keys)
         raise ApplicationError("Authentication failed", 401)
-    cache.delete(keys[0])
+    attempt.succeeded()
     User.objects.filter(pk=user.pk).update(last_login=timezone.now())
     return user, session_create(user=user, user_agent=user_agent)
+
+
+def password_confirm(*, user: User, password: str, client_address: str, wrong_message: str) -> None:
+    """Check the password a signed-in user confirms a change with; wrong is 401 ``wrong_message``.
+
+    Counted by the same guard as logins, so a stolen session cannot guess the
+    password either: past the limit the answer is 429 even for the right one.
+    """
+    attempt = password_attempt_begin(
+        user=user, username=user.username, address=client_address, blocked_message=PASSWORD_BLOCKED_MESSAGE
+    )
+    if not user.check_password(password):
+        raise ApplicationError(wrong_message, 401)
+    attempt.succeeded()
 
 
 def user_update(
@@ -103,12 +128,14 @@ def user_update(
     old_password: str | None = None,
     avatar: UploadedFile | None = None,
     current_session: UserSession | None = None,
+    client_address: str,
 ) -> list[str]:
     """Change username, password and/or avatar; returns the updated field names.
 
     ``None`` leaves a field as it is. Everything is validated before anything
     is written. A password change needs ``old_password`` and ends the user's
     other sessions (``current_session``, the one making the change, stays open).
+    ``old_password`` is checked by :func:`password_confirm` from ``client_address``.
     """
     from files.services import avatar_replace, avatar_validate  # files depends on accounts, not the reverse
 
@@ -123,8 +150,9 @@ def user_update(
         if not old_password:
             raise ApplicationError("old_password is required to update password", 400)
         password_validate(password=password)
-        if not user.check_password(old_password):
-            raise ApplicationError("Incorrect old password", 401)
+        password_confirm(
+            user=user, password=old_password, client_address=client_address, wrong_message="Incorrect old password"
+        )
     if avatar is not None:
         avatar_validate(upload=avatar)
 
@@ -150,12 +178,14 @@ def user_update(
     return updated
 
 
-def user_delete(*, user: User, password: str) -> None:
-    """Delete the account with its files (and their stored objects), jobs, sessions and keys."""
+def user_delete(*, user: User, password: str, client_address: str) -> None:
+    """Delete the account with its files (and their stored objects), jobs, sessions and keys.
+
+    ``password`` is checked by :func:`password_confirm` from ``client_address``.
+    """
     from files.services import file_delete_all_for_user
 
-    if not user.check_password(password):
-        raise ApplicationError("Incorrect password", 401)
+    password_confirm(user=user, password=password, client_address=client_address, wrong_message="Incorrect password")
     with transaction.atomic():
         file_delete_all_for_user(user=user)
         user.delete()

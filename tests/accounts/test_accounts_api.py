@@ -136,32 +136,7 @@ def test_login_errors(anon: APIClient) -> None:
     assert nobody.status_code == 401 and text(nobody) == "Authentication failed"
 
 
-def test_login_failures_are_throttled_per_username(anon: APIClient, settings) -> None:
-    settings.LOGIN_MAX_FAILURES = 3
-    make_user("john_doe")
-    for _ in range(3):
-        assert (
-            anon.post(
-                "/api/v1/user/login", {"username": "john_doe", "password": "Wrong#Passw0rd"}, format="json"
-            ).status_code
-            == 401
-        )
-    blocked = anon.post("/api/v1/user/login", {"username": "john_doe", "password": PASSWORD}, format="json")
-    assert blocked.status_code == 429
-    assert text(blocked) == "Too many failed login attempts. Try again later"
-
-
-def test_login_failures_are_throttled_per_address(anon: APIClient, settings) -> None:
-    settings.LOGIN_MAX_FAILURES = 3
-    make_user("john_doe")
-    for name in ("a1x", "b2y", "c3z"):
-        anon.post("/api/v1/user/login", {"username": name, "password": PASSWORD}, format="json")
-    blocked = anon.post("/api/v1/user/login", {"username": "john_doe", "password": PASSWORD}, format="json")
-    assert blocked.status_code == 429
-    other_address = anon.post(
-        "/api/v1/user/login", {"username": "john_doe", "password": PASSWORD}, format="json", REMOTE_ADDR="10.9.9.9"
-    )
-    assert other_address.status_code == 200
+# Login throttling, and the other limits on guessing and registering: test_throttling.py.
 
 
 def test_superuser_from_createsuperuser_is_admin(anon: APIClient) -> None:

@@ -357,3 +357,71 @@ def test_add_user_with_a_good_password_creates_a_user_who_can_log_in(operator: C
     assert response.status_code == 302 and response["Location"] == f"/admin/accounts/user/{erin.pk}/change/"
     assert erin.token_balance == 1000 and not erin.is_admin
     assert api_login("erin", NEW_PASSWORD) == 200
+
+
+# --- the admin login: the API login's password guard ---------------------------------
+
+
+def admin_login(username: str, password: str, address: str) -> tuple[Client, object]:
+    client = Client(REMOTE_ADDR=address)
+    response = client.post("/admin/login/?next=/admin/", {"username": username, "password": password})
+    return client, response
+
+
+def logged_in(client: Client) -> bool:
+    return client.get("/admin/").status_code == 200
+
+
+def test_admin_login_failures_are_limited_per_account_and_address(settings) -> None:
+    User.objects.create_superuser("admin", PASSWORD)
+    for _ in range(settings.LOGIN_MAX_FAILURES):
+        client, response = admin_login("admin", "Wrong#Passw0rd1", "127.0.0.2")
+        assert response.status_code == 200 and not logged_in(client)
+    # Blocked on that address, even with the right password, and the page says why.
+    client, response = admin_login("admin", PASSWORD, "127.0.0.2")
+    assert response.status_code == 200 and not logged_in(client)
+    assert "Too many failed login attempts. Try again later" in response.content.decode()
+    # The owner, from another address, gets in.
+    client, response = admin_login("admin", PASSWORD, "127.0.0.3")
+    assert response.status_code == 302 and logged_in(client)
+
+
+def test_admin_login_blocks_an_address_guessing_at_many_names(settings) -> None:
+    settings.LOGIN_MAX_FAILURES_PER_ADDRESS = 6
+    User.objects.create_superuser("admin", PASSWORD)
+    for index in range(6):
+        admin_login(f"ghost{index}", PASSWORD, "127.0.0.2")
+    client, response = admin_login("admin", PASSWORD, "127.0.0.2")
+    assert not logged_in(client) and "Too many failed login attempts" in response.content.decode()
+    client, _ = admin_login("admin", PASSWORD, "127.0.0.3")
+    assert logged_in(client)
+
+
+def test_admin_and_api_logins_share_the_count(settings) -> None:
+    User.objects.create_superuser("admin", PASSWORD)
+    api = APIClient()
+    for _ in range(settings.LOGIN_MAX_FAILURES - 1):
+        api.post(
+            "/api/v1/user/login",
+            {"username": "admin", "password": "Wrong#Passw0rd1"},
+            format="json",
+            REMOTE_ADDR="127.0.0.2",
+        )
+    admin_login("admin", "Wrong#Passw0rd1", "127.0.0.2")
+    refused = api.post(
+        "/api/v1/user/login", {"username": "admin", "password": PASSWORD}, format="json", REMOTE_ADDR="127.0.0.2"
+    )
+    assert refused.status_code == 429
+
+
+def test_admin_login_behind_a_proxy_uses_the_forwarded_address(settings) -> None:
+    settings.TRUSTED_PROXY_COUNT = 1
+    User.objects.create_superuser("admin", PASSWORD)
+    proxy = Client(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.9")
+    for _ in range(settings.LOGIN_MAX_FAILURES):
+        proxy.post("/admin/login/", {"username": "admin", "password": "Wrong#Passw0rd1"})
+    proxy.post("/admin/login/", {"username": "admin", "password": PASSWORD})
+    assert not logged_in(proxy)
+    other = Client(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.5")
+    assert other.post("/admin/login/", {"username": "admin", "password": PASSWORD}).status_code == 302
+    assert logged_in(other)
