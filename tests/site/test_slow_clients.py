@@ -11,15 +11,21 @@ answers every time, within a generous timeout; the latencies are
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import string
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.site.conftest import Served, serve_start
+from tests.site.conftest import DATA, ROOT, Served, free_port, serve_start
 
 pytestmark = pytest.mark.served
 
@@ -32,7 +38,7 @@ BODY_BYTES = 3 * 1024 * 1024
 class Client:
     """One raw HTTP/1.1 connection: requests go out as they are written, byte for byte."""
 
-    def __init__(self, served: Served, timeout: float = 10.0) -> None:
+    def __init__(self, served: Served | Front, timeout: float = 10.0) -> None:
         self.sock = socket.create_connection(("127.0.0.1", served.port), timeout=timeout)
         self.pending = b""
 
@@ -85,7 +91,7 @@ def health_request(close: bool = False) -> bytes:
     return f"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n{connection}\r\n".encode()
 
 
-def probe_health(served: Served, count: int = PROBES) -> list[str]:
+def probe_health(served: Served | Front, count: int = PROBES) -> list[str]:
     """``count`` health probes, each on a new connection; what went wrong with each (empty: all answered 200)."""
     failures = []
     for index in range(count):
@@ -320,3 +326,114 @@ def test_an_upload_that_stops_sending_is_a_408_and_leaves_no_file(impatient: Ser
         )
         status, _, answer = sock.response()
     assert status == 200 and json.loads(answer)["pagination"]["total_count"] == 0
+
+
+# --- behind the compose file's nginx --------------------------------------------------
+
+
+@dataclass
+class Front:
+    """nginx with deploy/nginx.conf.template, in front of a served gunicorn."""
+
+    port: int
+
+
+@pytest.fixture(scope="module")
+def nginx_front(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+    """The template as the nginx image renders it, only the upstream, port and resolver made local."""
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    if nginx is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light): the compose file's proxy is not run")
+    work = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    site = string.Template((ROOT / "deploy" / "nginx.conf.template").read_text()).safe_substitute(
+        REQUEST_HEADER_TIMEOUT_SECONDS="10",
+        REQUEST_BODY_TIMEOUT_SECONDS="30",
+        NGINX_BODY_MAX_SIZE="11m",
+        NGINX_UPLOAD_MAX_BODY_SIZE="4m",
+        NGINX_REAL_IP_FROM="127.0.0.1/32",
+    )
+    for deployed, local in (
+        ("http://web:8000", f"http://127.0.0.1:{served.port}"),
+        ("listen 80 default_server", f"listen 127.0.0.1:{port} default_server"),
+        ("resolver 127.0.0.11", "resolver 127.0.0.1"),
+    ):
+        assert deployed in site
+        site = site.replace(deployed, local)
+    (work / "site.conf").write_text(site)
+    temp = "".join(
+        f"{kind}_temp_path {work / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (work / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"daemon off;\nworker_processes 1;\npid {work / 'nginx.pid'};\nerror_log {work / 'error.log'};\n"
+        + "events { worker_connections 256; }\n"
+        + f"http {{\naccess_log off;\n{temp}include {work / 'site.conf'};\n}}\n"
+    )
+    process = subprocess.Popen([nginx, "-c", str(work / "nginx.conf")], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not listen"
+                time.sleep(0.1)
+        yield Front(port)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_behind_nginx_slow_and_early_answered_clients_stall_nobody(nginx_front: Front, held: list[Client]) -> None:
+    for index in range(12):
+        sock = Client(nginx_front)
+        sock.send(b"GET /api/v1/hea" if index % 2 else b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        held.append(sock)
+    body = multipart_body(BODY_BYTES)
+    for path, status in (("/api/v1/no-such-route", 404), ("/api/v1/file", 401)):
+        for _ in range(5):
+            sock = Client(nginx_front)
+            held.append(sock)
+            try:
+                sock.send(multipart_head(path, len(body)) + body)
+            except OSError:
+                pass  # nginx answered and closed before the whole body went out
+            answer = sock.response()
+            assert answer[0] == status, answer
+    assert probe_health(nginx_front) == []
+
+
+def test_uploads_stream_through_nginx_and_too_large_ones_are_refused_in_plain_text(
+    served: Served, nginx_front: Front
+) -> None:
+    _, api_key = served.register("behind-nginx")
+    source = DATA / "hotwords.mp3"
+    # The served site's client, pointed at nginx.
+    through_nginx = Served(served.process, nginx_front.port, served.data_dir, served.env, served.log_path)
+    assert through_nginx.upload(source, api_key)
+    with Client(nginx_front) as sock:
+        # Over NGINX_UPLOAD_MAX_BODY_SIZE (4m here): refused before a byte of the body.
+        sock.send(multipart_head("/api/v1/file", 5 * 1024 * 1024, f"Authorization: Bearer {api_key}\r\n"))
+        status, headers, answer = sock.response()
+    assert (status, answer) == (413, b"Request body too large")
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_behind_nginx_the_client_address_reaches_the_app(served: Served, nginx_front: Front) -> None:
+    """nginx believes X-Forwarded-For from NGINX_REAL_IP_FROM (here 127.0.0.1); gunicorn believes nginx."""
+    marker = uuid.uuid4().hex
+    with Client(nginx_front) as sock:
+        sock.send(
+            f"GET /api/v1/health?probe={marker} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "X-Forwarded-For: 203.0.113.7\r\n\r\n".encode()
+        )
+        assert sock.response()[0] == 200
+    deadline = time.monotonic() + 10
+    while not (lines := [line for line in served.log().splitlines() if marker in line]):
+        assert time.monotonic() < deadline, "no access log line"
+        time.sleep(0.1)
+    # gunicorn's access log names REMOTE_ADDR first.
+    assert lines[0].startswith("203.0.113.7 "), lines
