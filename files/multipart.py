@@ -103,7 +103,11 @@ class GunicornSocketSource:
         pending = body.buf.getvalue()
         body.buf = io.BytesIO()
         unreader = self._reader.unreader
-        buffered = unreader.buf.getvalue()
+        # Our gunicorn worker's reader also holds what its event loop received
+        # ahead (whisper_site.gunicorn_worker.ReceivedFirstUnreader), after its buffer.
+        buffered = unreader.buf.getvalue() + bytes(getattr(unreader, "received", b""))
+        if hasattr(unreader, "received"):
+            unreader.received = memoryview(b"")
         take = buffered[: self._reader.length]
         unreader.buf = io.BytesIO()
         # Anything past this body (a pipelined next request) stays gunicorn's.

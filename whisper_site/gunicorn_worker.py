@@ -51,6 +51,7 @@ from functools import partial
 from typing import Any
 
 from gunicorn.http.body import ChunkedReader, LengthReader
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 # Past this a request head is refused (431). gunicorn's own limits
@@ -192,8 +193,10 @@ class BufferingThreadWorker(ThreadWorker):
     def _dispatch(self, conn: BufferedConn) -> None:
         self._unpark(conn)
         conn.init()
-        # gunicorn's parser reads what we received first, then the socket.
-        conn.parser.unreader.unread(bytes(conn.received))
+        if not isinstance(conn.parser.unreader, ReceivedFirstUnreader):
+            # First request of the connection: no message holds the old reader yet.
+            conn.parser.unreader = ReceivedFirstUnreader(conn.sock)
+        conn.parser.unreader.hand_over(bytes(conn.received))
         conn.received = bytearray()
         conn.sock.settimeout(self.body_timeout)
         future = self.tpool.submit(self.handle, conn)
@@ -310,7 +313,7 @@ class BufferingThreadWorker(ThreadWorker):
         elif keepalive:
             conn.sock.setblocking(False)
             # A pipelined next request gunicorn read past this one.
-            pipelined = take_unread(conn.parser.unreader)
+            pipelined = conn.parser.unreader.take()
             conn.received = bytearray(pipelined)
             if not pipelined:
                 self._park(conn, IDLE, self.cfg.keepalive)
@@ -426,15 +429,40 @@ def body_left_on_socket(req: Any) -> int | None:
     """Bytes of ``req``'s body not received from the client yet; ``None`` when unknown (a chunked body)."""
     reader = req.body.reader
     if isinstance(reader, LengthReader):
-        in_memory = req.unreader.buf.seek(0, io.SEEK_END)
-        return max(0, reader.length - in_memory)
+        return max(0, reader.length - req.unreader.buffered_bytes())
     if isinstance(reader, ChunkedReader):
         return 0 if reader.parser is None else None
     return None
 
 
-def take_unread(unreader: Any) -> bytes:
-    """What gunicorn's reader holds past the request it served, taken out of it."""
-    data = unreader.buf.getvalue()
-    unreader.buf = io.BytesIO()
-    return data
+class ReceivedFirstUnreader(SocketUnreader):
+    """gunicorn's socket reader, handing out what the event loop received before it reads the socket.
+
+    In pieces of gunicorn's own read size, as the socket would: gunicorn's
+    body reader copies what is left of a piece on each 1 KiB it takes, which
+    over a whole buffered body at once would be quadratic.
+    ``files.multipart.GunicornSocketSource`` takes ``received`` at once.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.received = memoryview(b"")
+
+    def hand_over(self, data: bytes) -> None:
+        self.received = memoryview(bytes(self.received) + data)
+
+    def chunk(self) -> bytes:
+        if self.received:
+            piece, self.received = self.received[: self.mxchunk], self.received[self.mxchunk :]
+            return bytes(piece)
+        return super().chunk()
+
+    def buffered_bytes(self) -> int:
+        return self.buf.seek(0, io.SEEK_END) + len(self.received)
+
+    def take(self) -> bytes:
+        """Everything received and not read yet, taken out."""
+        data = self.buf.getvalue() + bytes(self.received)
+        self.buf = io.BytesIO()
+        self.received = memoryview(b"")
+        return data
