@@ -25,7 +25,9 @@ case "$role" in
         # workers on other hosts never race it for the schema.
         python manage.py migrate --noinput
         install_models
-        # The configuration file is the one `manage.py serve` uses too.
+        # The configuration file is the one `manage.py serve` uses too (its
+        # worker keeps slow clients off the threads). Under compose only nginx
+        # (the proxy service) reaches this port.
         exec gunicorn --config python:whisper_site.gunicorn_conf whisper_site.wsgi:application \
             --bind "${BIND_HOST}:${PORT:-8000}" \
             --workers "${WEB_WORKERS:-2}" \
