@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.site.conftest import DATA, ROOT, Served, free_port, serve_start
 
@@ -198,6 +199,24 @@ def test_clients_that_send_their_body_before_reading_the_early_answer_get_it(ser
         assert (status, headers["connection"]) == (404, "close")
         assert sock.until_closed(10) == b""
     assert probe_health(served, 2) == []
+
+
+def test_pooling_http_clients_idle_after_early_answers_stall_nobody(served: Served) -> None:
+    """``requests`` keeps connections in a pool and writes a whole request before it reads, as httpx does."""
+    body = b"\0" * BODY_BYTES
+    sessions = [requests.Session() for _ in range(10)]
+    try:
+        for index, session in enumerate(sessions):
+            path, status = ("/api/v1/no-such-route", 404) if index % 2 else ("/api/v1/file", 401)
+            answer = session.post(served.url + path, files={"file": ("a.mp3", body)}, timeout=PROBE_TIMEOUT * 2)
+            assert answer.status_code == status, answer.text
+        # Each client now idles with whatever its pool kept.
+        assert probe_health(served) == []
+        for session in sessions:
+            assert session.get(served.url + "/api/v1/health", timeout=PROBE_TIMEOUT).status_code == 200
+    finally:
+        for session in sessions:
+            session.close()
 
 
 def test_an_early_answer_to_a_small_body_keeps_the_connection(served: Served) -> None:
