@@ -25,9 +25,14 @@ case "$role" in
         # workers on other hosts never race it for the schema.
         python manage.py migrate --noinput
         install_models
-        # The configuration file is the one `manage.py serve` uses too.
-        exec gunicorn --config python:whisper_site.gunicorn_conf whisper_site.wsgi:application \
+        # The configuration file is the one `manage.py serve` uses too (its
+        # worker keeps slow clients off the threads). Under compose only nginx
+        # (the proxy service) reaches this port.
+        # gunicorn reads the file first and lets the command line override it,
+        # wherever --config stands.
+        exec gunicorn whisper_site.wsgi:application \
             --bind "${BIND_HOST}:${PORT:-8000}" \
+            --config python:whisper_site.gunicorn_conf \
             --workers "${WEB_WORKERS:-2}" \
             --threads "${WEB_THREADS:-4}" \
             --timeout "${WEB_TIMEOUT:-120}" \

@@ -72,6 +72,14 @@ class StreamSource:
             self._remaining -= len(data)
 
 
+class BodyTimeout(Exception):
+    """The client sent nothing of the body for ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no body bytes for {seconds:g} s")
+        self.seconds = seconds
+
+
 class GunicornSocketSource:
     """The body of a gunicorn request, received from its client socket directly.
 
@@ -79,15 +87,27 @@ class GunicornSocketSource:
     first. Gunicorn's own count of the body left to read is kept exact after
     every receive: if parsing stops early, gunicorn still knows how much to
     drain before the next request on a kept-alive connection.
+
+    Each receive waits at most ``timeout`` seconds (the socket's timeout, left
+    set for the rest of the request: gunicorn's writes of the answer wait as
+    long), then raises :class:`BodyTimeout`: a client that stops sending never
+    holds the thread for longer.
     """
 
-    def __init__(self, body: Any, sock: Any) -> None:
+    def __init__(self, body: Any, sock: Any, timeout: float | None = None) -> None:
         self._reader = body.reader
         self._sock = sock
+        self._timeout = timeout
+        if timeout is not None:
+            sock.settimeout(timeout)
         pending = body.buf.getvalue()
         body.buf = io.BytesIO()
         unreader = self._reader.unreader
-        buffered = unreader.buf.getvalue()
+        # Our gunicorn worker's reader also holds what its event loop received
+        # ahead (whisper_site.gunicorn_worker.ReceivedFirstUnreader), after its buffer.
+        buffered = unreader.buf.getvalue() + bytes(getattr(unreader, "received", b""))
+        if hasattr(unreader, "received"):
+            unreader.received = memoryview(b"")
         take = buffered[: self._reader.length]
         unreader.buf = io.BytesIO()
         # Anything past this body (a pipelined next request) stays gunicorn's.
@@ -96,7 +116,7 @@ class GunicornSocketSource:
         self._prefix = memoryview(pending + take)
 
     @classmethod
-    def from_environ(cls, environ: dict[str, Any]) -> GunicornSocketSource | None:
+    def from_environ(cls, environ: dict[str, Any], timeout: float | None = None) -> GunicornSocketSource | None:
         """The source for a request gunicorn is serving with a Content-Length, else ``None``."""
         sock = environ.get("gunicorn.socket")
         body = environ.get("wsgi.input")
@@ -115,7 +135,7 @@ class GunicornSocketSource:
             and reader.unreader.sock is sock
         ):
             return None
-        return cls(body, sock)
+        return cls(body, sock, timeout)
 
     def readinto(self, view: memoryview) -> int:
         if self._prefix:
@@ -125,7 +145,10 @@ class GunicornSocketSource:
             return count
         if self._reader.length <= 0:
             return 0
-        count = self._sock.recv_into(view, min(len(view), self._reader.length))
+        try:
+            count = self._sock.recv_into(view, min(len(view), self._reader.length))
+        except TimeoutError:
+            raise BodyTimeout(self._timeout or 0.0) from None
         self._reader.length -= count
         return count
 

@@ -11,11 +11,15 @@ from typing import Any
 
 from gunicorn import util
 
-worker_class = "gthread"
+# gthread, with the request head (and a small body) received in its event loop
+# before a thread takes the request, kept-alive connections idle there too, and
+# bodies an answer left unread drained or the connection closed: slow and idle
+# clients never hold its threads (see the module, and docs/production.md).
+worker_class = "whisper_site.gunicorn_worker.BufferingThreadWorker"
 workers = 2
 threads = 4
-# gthread workers heartbeat beside the request, so a long upload is not
-# mistaken for a hung worker.
+# The worker heartbeats from its event loop, beside the threads, so a long
+# upload is not mistaken for a hung worker.
 timeout = 120
 accesslog = "-"
 # gunicorn refuses a longer request line or header field itself, before Django

@@ -258,6 +258,17 @@ FILE_UPLOAD_HANDLERS = ["files.uploads.NoFilesUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
 os.makedirs(FILE_UPLOAD_TEMP_DIR, exist_ok=True)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 100
+# How long gunicorn's worker (whisper_site/gunicorn_worker.py) waits on a client:
+# for a whole request head, counted from the connection or from the first byte
+# of a kept-alive one; and for the next bytes of a body (the whole of a body it
+# buffers, up to DATA_UPLOAD_MAX_MEMORY_SIZE; each read of a larger one, an
+# upload). Past them the client gets a 408.
+REQUEST_HEADER_TIMEOUT_SECONDS = env_float("REQUEST_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+REQUEST_BODY_TIMEOUT_SECONDS = env_float("REQUEST_BODY_TIMEOUT_SECONDS", 30.0, minimum=0.1)
+# Proxies whose X-Forwarded-For names the client (whisper_site/wsgi.py):
+# addresses or networks, "*" for any. gunicorn reads the same variable for
+# X-Forwarded-Proto, with the same default.
+FORWARDED_ALLOW_IPS = env_list("FORWARDED_ALLOW_IPS", ["127.0.0.1", "::1"])
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("UPLOAD_MAX_FILES", 20, minimum=1) + 1
 
 # Accounts

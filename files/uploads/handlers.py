@@ -21,7 +21,7 @@ from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest, QueryDict
 from django.utils.datastructures import MultiValueDict
 
-from files.multipart import BodySource, GunicornSocketSource, MultipartReader, PartHeaders, StreamSource
+from files.multipart import BodySource, BodyTimeout, GunicornSocketSource, MultipartReader, PartHeaders, StreamSource
 from files.uploads.writer import StreamedUpload, _PartWriter
 from whisper_site.errors import ApplicationError
 
@@ -70,12 +70,18 @@ class HashingUploadHandler(FileUploadHandler):
         boundary: bytes,
         encoding: str | None = None,
     ) -> tuple[QueryDict, MultiValueDict]:
-        source: BodySource = GunicornSocketSource.from_environ(META) or StreamSource(input_data, content_length)
+        source: BodySource = GunicornSocketSource.from_environ(
+            META, settings.REQUEST_BODY_TIMEOUT_SECONDS
+        ) or StreamSource(input_data, content_length)
         reader = MultipartReader(source, boundary, UPLOAD_BUFFER_BYTES)
         post = QueryDict(mutable=True)
         files = MultiValueDict()
         try:
             self._parse(reader, post, files, encoding)
+        except BodyTimeout as exc:
+            # The rest of the body never comes: gunicorn's worker closes the connection.
+            self.cleanup()
+            raise ApplicationError(f"Request body timed out: nothing received for {exc.seconds:g} s", 408) from None
         except BaseException:
             # Nothing of a refused request stays on disk, whoever catches this.
             self.cleanup()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -142,6 +143,11 @@ def test_volumes_are_named_and_declared(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                # A configuration file of this repository, read-only.
+                assert source.startswith("./deploy/") and volume.endswith(":ro"), f"{name}: {volume}"
+                assert (ROOT / source).is_file(), f"{name}: {volume}"
+                continue
             assert source in declared, f"{name}: {volume}"
 
 
@@ -157,6 +163,26 @@ def test_optional_services_sit_behind_profiles(compose: dict[str, Any]) -> None:
     for name in ("postgres", "redis", "minio"):
         for port in services[name]["ports"]:
             assert port.startswith("${PRIVATE_BIND_ADDRESS:-127.0.0.1}:"), name
+
+
+def test_only_nginx_is_published_and_gunicorn_sits_behind_it(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "ports" not in services["web"]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert proxy["ports"] == ["${WEB_PORT:-8000}:80"]
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+    assert "./deploy/nginx.conf.template:/etc/nginx/templates/default.conf.template:ro" in proxy["volumes"]
+    assert (ROOT / "deploy" / "nginx.conf.template").is_file()
+    # Every ${NAME} of the template is given to nginx's container.
+    lines = (ROOT / "deploy" / "nginx.conf.template").read_text().splitlines()
+    names = {name for line in lines if not line.lstrip().startswith("#") for name in re.findall(r"\$\{(\w+)\}", line)}
+    assert names and names <= set(proxy["environment"])
+    # The same timeouts reach gunicorn's worker, and it believes nginx's X-Forwarded-For.
+    web = services["web"]["environment"]
+    for name in ("REQUEST_HEADER_TIMEOUT_SECONDS", "REQUEST_BODY_TIMEOUT_SECONDS"):
+        assert proxy["environment"][name] == web[name], name
+    assert web["FORWARDED_ALLOW_IPS"] == "*"
 
 
 def _compose_cli() -> list[str] | None:

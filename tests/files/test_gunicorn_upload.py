@@ -16,7 +16,7 @@ import pytest
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
-from files.multipart import GunicornSocketSource
+from files.multipart import BodyTimeout, GunicornSocketSource
 from tests.files.conftest import HOTWORDS, MINIMAL_PDF, raw_multipart
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +63,23 @@ def test_the_socket_source_leaves_the_rest_for_gunicorn_to_drain() -> None:
         assert drained == b"x" * 900
 
 
+def test_the_socket_source_gives_up_on_a_client_that_stops_sending() -> None:
+    server, client = socket.socketpair()
+    with server, client:
+        unreader = SocketUnreader(server)
+        client.sendall(b"x" * 100)
+        body = Body(LengthReader(unreader, 1000))
+        source = GunicornSocketSource.from_environ({"gunicorn.socket": server, "wsgi.input": body}, timeout=0.2)
+        assert source is not None
+        view = memoryview(bytearray(1000))
+        assert source.readinto(view) == 100
+        with pytest.raises(BodyTimeout) as raised:
+            source.readinto(view)
+        assert raised.value.seconds == 0.2
+        # gunicorn still knows what never came: it closes rather than reuse the connection.
+        assert body.reader.length == 900
+
+
 def test_other_servers_get_no_socket_source() -> None:
     assert GunicornSocketSource.from_environ({"wsgi.input": object()}) is None
     assert GunicornSocketSource.from_environ({"gunicorn.socket": object(), "wsgi.input": object()}) is None
@@ -79,7 +96,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """gunicorn as ``manage.py serve`` runs it, on its own SQLite database and media folder."""
+    """gunicorn with ``manage.py serve``'s configuration (its worker), on its own SQLite database and media folder."""
     work = tmp_path_factory.mktemp("gunicorn")
     env = {
         **os.environ,
@@ -94,8 +111,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
     subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], cwd=work, env=env, check=True)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "whisper_site.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--worker-class", "gthread", "--threads", "2", "--log-level", "warning"],
+        [sys.executable, "-m", "gunicorn", "--config", "python:whisper_site.gunicorn_conf",
+         "whisper_site.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--threads", "2", "--log-level", "warning", "--access-logfile", "/dev/null"],
         cwd=work, env=env,
     )  # fmt: skip
     try:

@@ -54,6 +54,9 @@ class Command(BaseCommand):
         bind = f"{options['host']}:{options['port']}"
         commands = {
             # The image's web role runs gunicorn with the same configuration file.
+            # No proxy stands in front here: the configuration's worker
+            # (whisper_site/gunicorn_worker.py) receives request heads and small
+            # bodies in its event loop, so slow or idle clients hold no thread.
             "web": [
                 python,
                 "-m",
