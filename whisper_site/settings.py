@@ -403,3 +403,9 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS)},
     },
 }
+
+# --- The longest media (files, transcriptions) -----------------------------------
+# Longest audio or video accepted, in seconds: a longer upload is refused when probed
+# (file_too_long), and the WAV conversion stops at this plus one second, so that a
+# file whose header claims less fails instead of being converted (and billed) in part.
+MAX_MEDIA_DURATION_SECONDS = env_int("MAX_MEDIA_DURATION_SECONDS", 6 * 3600, minimum=1)

@@ -38,6 +38,11 @@ def _upload_error(filename: str, error: str, message: str) -> UploadResult:
     return UploadResult(message=message, filename=filename, error=error)
 
 
+def too_long_message() -> str:
+    """The upload row's message for media longer than ``MAX_MEDIA_DURATION_SECONDS``."""
+    return f"File too long. Maximum duration is {settings.MAX_MEDIA_DURATION_SECONDS} seconds"
+
+
 def _existed(file: File) -> UploadResult:
     return UploadResult(message="File already exists", filename=file.filename, file=file, existed=True)
 
@@ -48,8 +53,9 @@ def file_upload(*, user: User, part: StreamedUpload) -> UploadResult:
     The content decides: the part must hold decodable audio (with or without
     video). Bytes the user already owns (same BLAKE3 digest) are not stored
     again: the existing file is the answer. A file whose conversion failed is
-    retried when its bytes are uploaded again. Nothing is left behind for a
-    part that is refused.
+    retried when its bytes are uploaded again. Media longer than
+    ``MAX_MEDIA_DURATION_SECONDS`` (as probed) is refused (``file_too_long``).
+    Nothing is left behind for a part that is refused.
     """
     filename = filename_for_upload(part.name)
     if part.too_large:
@@ -68,6 +74,8 @@ def file_upload(*, user: User, part: StreamedUpload) -> UploadResult:
     existing = File.objects.filter(owner=user, blake3=digest).first()
     if existing is not None and existing.state != File.State.FAILED:
         return _existed(existing)
+    if info.duration > settings.MAX_MEDIA_DURATION_SECONDS:
+        return _upload_error(filename, "file_too_long", too_long_message())
 
     file_id = existing.id if existing is not None else new_uuid7()
     # A fresh name per upload: a retry racing another retry of the same
