@@ -31,6 +31,11 @@ Status = Transcription.Status
 NOT_FOUND_OR_DENIED_MESSAGE = "Transcription not found or access denied"
 
 
+def pending_quota_message() -> str:
+    """The 429 of ``POST /transcribe`` for a user at ``USER_PENDING_JOB_QUOTA``."""
+    return f"Too many pending transcriptions: at most {settings.USER_PENDING_JOB_QUOTA} per user"
+
+
 def conversion_failed_message(file: File) -> str:
     """The error of jobs whose file could not be converted."""
     reason = file.error.strip()
@@ -81,8 +86,9 @@ def transcription_create(
     Checked in this order: the model (an installed one; ``None`` is the default model), the
     language (a Whisper code the model can use; ``None`` or empty means detect, which an
     English-only model does not need), then the file (the user's own audio or video, not
-    failed). A file still converting is fine: its jobs wait for it. Asking twice for one
-    format is one job.
+    failed), then ``USER_PENDING_JOB_QUOTA``: the user's jobs pending or processing, with
+    the new ones, must stay within it (else 429, no job created). A file still converting
+    is fine: its jobs wait for it. Asking twice for one format is one job.
     """
     model_name = _installed_model(model)
     language_code = _language_for_model(language, model_name)
@@ -97,6 +103,13 @@ def transcription_create(
     seconds = audio_seconds(file.duration)
     wanted = list(dict.fromkeys(formats))
     with transaction.atomic():
+        # Race: two requests of one user at once near the quota, each counting before the
+        # other's jobs exist. The lock on the user's row makes the second count after the
+        # first commits (SQLite serialises writers with BEGIN IMMEDIATE anyway).
+        type(user).objects.select_for_update().only("pk").get(pk=user.pk)
+        active = Transcription.objects.filter(owner=user, status__in=[Status.PENDING, Status.PROCESSING]).count()
+        if active + len(wanted) > settings.USER_PENDING_JOB_QUOTA:
+            raise ApplicationError(pending_quota_message(), 429)
         jobs = [
             Transcription.objects.create(
                 owner=user,
