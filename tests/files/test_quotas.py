@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,12 @@ def test_uploads_at_once_cannot_together_pass_the_file_quota(tones: list[Path], 
     assert not errors
     assert sorted(outcomes, key=str) == ["quota_exceeded"] * 5 + ["uploaded"]
     assert File.objects.filter(owner=owner).count() == 3
+
+
+def test_the_schema_names_the_new_row_codes(anon: APIClient) -> None:
+    document = json.loads(anon.get("/api/v1/schema?format=json").content)
+    upload = document["paths"]["/api/v1/file"]["post"]
+    error = document["components"]["schemas"]["UploadStatusOutput"]["properties"]["error"]
+    for code in ("unsupported_content_type", "file_too_large", "empty_file", "file_too_long", "quota_exceeded"):
+        assert code in error["description"]
+        assert code in upload["description"]

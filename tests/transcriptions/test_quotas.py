@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -128,3 +129,10 @@ def test_requests_at_once_cannot_together_pass_the_quota(make_ready_file: MakeFi
     assert not errors
     assert sorted(outcomes) == ["429 Too many pending transcriptions: at most 2 per user"] * 4 + ["queued"] * 2
     assert Transcription.objects.filter(owner=owner, status=Status.PENDING).count() == 2
+
+
+def test_the_schema_lists_the_429(anon: APIClient) -> None:
+    document = json.loads(anon.get("/api/v1/schema?format=json").content)
+    responses = document["paths"]["/api/v1/transcribe"]["post"]["responses"]
+    examples = responses["429"]["content"]["text/plain"]["examples"].values()
+    assert [example["value"] for example in examples] == ["Too many pending transcriptions: at most 100 per user"]
