@@ -149,7 +149,11 @@ class UploadStatusOutputSerializer(serializers.Serializer):
     existed = serializers.BooleanField()
     uploaded = serializers.BooleanField()
     error = serializers.CharField(
-        required=False, help_text="Only on a refused part: unsupported_content_type, file_too_large or empty_file."
+        required=False,
+        help_text=(
+            "Only on a refused part: unsupported_content_type, file_too_large, empty_file, "
+            "file_too_long (longer than the maximum duration) or quota_exceeded (the user's file or storage quota)."
+        ),
     )
 
     def to_representation(self, result: UploadResult) -> dict[str, Any]:
@@ -241,7 +245,9 @@ class FileViewSet(PublicReadMixin, viewsets.ViewSet):
             f"{settings.UPLOAD_MAX_FILE_BYTES} bytes). Each part gets its own result: `uploaded`, "
             "`existed` (the same BLAKE3 digest is already one of this user's files: its uuid is "
             "returned) or an `error` code: `unsupported_content_type`, `file_too_large`, "
-            "`empty_file`. The type is decided by probing the content, not the name. Audio is kept "
+            f"`empty_file`, `file_too_long` (over {settings.MAX_MEDIA_DURATION_SECONDS} seconds), "
+            f"`quota_exceeded` (over {settings.USER_FILE_QUOTA} files or {settings.USER_STORAGE_QUOTA_BYTES} "
+            "bytes per user). The type is decided by probing the content, not the name. Audio is kept "
             "as MP3, video as MP4; the conversion runs in the background (see `status` in `GET /file`)."
         ),
         tags=["file"],

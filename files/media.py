@@ -59,6 +59,7 @@ __all__ = [
     "convert_video_to_mp4",
     "ffmpeg_binary",
     "probe_media",
+    "wav_duration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1057,17 +1058,50 @@ def convert_to_wav(
     *,
     timeout: float | None = None,
     limits: MediaLimits = DEFAULT_LIMITS,
+    max_seconds: float | None = None,
 ) -> Path:
     """Convert the first audio stream of ``src`` to 16 kHz mono 16-bit WAV.
 
     This is the input format Whisper works on. ``dst`` is replaced
     atomically; nothing is left behind on error. ffmpeg runs within
-    ``limits``. Raises :class:`ConversionError` with a plain reason (also on
-    ``timeout``).
+    ``limits``. With ``max_seconds`` ffmpeg stops writing after that much
+    audio (``-t``): the caller compares :func:`wav_duration` with it to tell
+    a complete WAV from a cut one. Raises :class:`ConversionError` with a
+    plain reason (also on ``timeout``).
     """
     args = [
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-c:a", "pcm_s16le", "-ar", "16000", "-ac", "1",
-        "-f", "wav",
     ]  # fmt: skip
+    if max_seconds is not None:
+        args += ["-t", f"{max_seconds:g}"]
+    args += ["-f", "wav"]
     return _run_ffmpeg(src, dst, args, timeout, limits)
+
+
+def wav_duration(path: str | os.PathLike[str]) -> float:
+    """Seconds of sound in the PCM WAV at ``path``: its data bytes over the byte rate of its ``fmt`` chunk.
+
+    Read from the RIFF chunks, not from a probe: the data chunk's bytes are
+    counted from the file's size (ffmpeg's header sizes overflow past 4 GiB),
+    so the answer is what was decoded, whatever the original's header
+    claimed. Raises :class:`ConversionError` for a file that is not such a WAV.
+    """
+    size = os.stat(path).st_size
+    byte_rate = 0
+    with open(path, "rb") as wav:
+        if wav.read(12)[8:] != b"WAVE":
+            raise ConversionError("the WAV file could not be read")
+        while True:
+            header = wav.read(8)
+            if len(header) < 8:
+                raise ConversionError("the WAV file could not be read")
+            chunk_id, chunk_size = header[:4], int.from_bytes(header[4:], "little")
+            if chunk_id == b"data":
+                if byte_rate <= 0:
+                    raise ConversionError("the WAV file could not be read")
+                return (size - wav.tell()) / byte_rate
+            body = wav.read(chunk_size + (chunk_size & 1))
+            if chunk_id == b"fmt " and len(body) >= 16:
+                # WAVEFORMAT: format tag, channels, sample rate, byte rate, ...
+                byte_rate = int.from_bytes(body[8:12], "little")

@@ -343,6 +343,7 @@ class TranscriptionViewSet(PublicReadMixin, viewsets.ViewSet):
                 (400, "File conversion failed: no audio stream"),
                 *AUTH_ERRORS,
                 (404, FILE_NOT_FOUND_MESSAGE),
+                (429, services.pending_quota_message()),
             ),
         },
         examples=[

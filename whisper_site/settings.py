@@ -423,3 +423,17 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS)},
     },
 }
+
+# --- Quotas per account and the longest media (files, transcriptions) -----------
+# What one account may hold and queue (docs/files.md "Duration and quotas",
+# docs/transcription.md "POST /transcribe"):
+# files listed by GET /file, the bytes stored for them (each file's size plus its WAV),
+# and transcriptions pending or processing at once. Past a quota an upload part is
+# refused (quota_exceeded) and POST /transcribe is a 429, before anything is stored.
+USER_FILE_QUOTA = env_int("USER_FILE_QUOTA", 1000, minimum=1)
+USER_STORAGE_QUOTA_BYTES = env_int("USER_STORAGE_QUOTA_BYTES", 10 * 1024**3, minimum=1)
+USER_PENDING_JOB_QUOTA = env_int("USER_PENDING_JOB_QUOTA", 100, minimum=1)
+# Longest audio or video accepted, in seconds: a longer upload is refused when probed
+# (file_too_long), and the WAV conversion stops at this plus one second, so that a
+# file whose header claims less fails instead of being converted (and billed) in part.
+MAX_MEDIA_DURATION_SECONDS = env_int("MAX_MEDIA_DURATION_SECONDS", 6 * 3600, minimum=1)

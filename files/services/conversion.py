@@ -42,10 +42,15 @@ logger = logging.getLogger(__name__)
 
 # Conversion time budget: a fixed part plus a multiple of the media's
 # duration (x264 is far slower than MP3 encoding). Celery's soft limit ends
-# ffmpeg and records the failure; the hard limit is the backstop. Each phase
-# gets the whole budget.
+# ffmpeg and records the failure; the hard limit is the backstop.
 CONVERT_BASE_SECONDS = 120
 CONVERT_SECONDS_PER_MEDIA_SECOND = {File.Kind.AUDIO: 1.0, File.Kind.VIDEO: 4.0}
+# The WAV phase only decodes the sound (video is demuxed, not decoded):
+# measured 170-530x real time (Opus, MP3, AAC, FLAC; 2 loaded cores), so a
+# tenth of a second per second of audio leaves a wide margin. It is applied
+# to the longest audio the WAV may hold, not to the upload's duration: that
+# duration is the header's claim until the WAV has been measured.
+CONVERT_WAV_SECONDS_PER_MEDIA_SECOND = 0.1
 
 # Names of the objects a conversion writes, under the file's prefix: fixed,
 # so that a second run of a phase writes the same names.
@@ -56,11 +61,38 @@ QUEUE_FAILED_REASON = "Conversion could not be queued; upload the file again"
 
 
 def convert_time_limits(*, kind: str, duration: float) -> tuple[int, int]:
-    """Celery's (soft, hard) time limits of each conversion phase of a file of ``kind`` and ``duration``.
+    """Celery's (soft, hard) time limits of phase two (the MP3/MP4) of a file of ``kind`` and ``duration``.
 
-    Capped below the broker's visibility timeout (``task_time_limits``).
+    Phase two starts once phase one has measured the WAV, so ``duration`` is
+    the decoded audio's, not the upload header's. Capped below the broker's
+    visibility timeout (``task_time_limits``).
     """
     return task_time_limits(soft=CONVERT_BASE_SECONDS + CONVERT_SECONDS_PER_MEDIA_SECOND.get(kind, 4.0) * duration)
+
+
+def convert_wav_time_limits() -> tuple[int, int]:
+    """Celery's (soft, hard) time limits of phase one (the WAV), the same for every file.
+
+    Sized for the longest WAV phase one may write (``MAX_MEDIA_DURATION_SECONDS``
+    plus one second, ffmpeg's ``-t``), not for the duration the upload's header
+    claims: a header that says 1 s over an hour of sound would otherwise time
+    the conversion out. A WAV that reaches the ``-t`` limit fails the file
+    (``_wav_duration_checked``): nothing is ever cut short silently.
+    """
+    return task_time_limits(
+        soft=CONVERT_BASE_SECONDS + CONVERT_WAV_SECONDS_PER_MEDIA_SECOND * _wav_max_seconds(),
+    )
+
+
+def _wav_max_seconds() -> int:
+    # One second past the longest accepted audio: a WAV longer than the
+    # limit tells a file that is too long from one just at the limit.
+    return settings.MAX_MEDIA_DURATION_SECONDS + 1
+
+
+def convert_recovery_period(*, kind: str, duration: float) -> int:
+    """Seconds both phases of a file's conversion may take at most: their hard limits added up."""
+    return convert_wav_time_limits()[1] + convert_time_limits(kind=kind, duration=duration)[1]
 
 
 # --- Queueing ----------------------------------------------------------------
@@ -74,21 +106,24 @@ def file_convert_enqueue(*, file: File) -> None:
     """
     from files.tasks import file_convert_audio_task  # tasks import this module
 
-    _enqueue_on_commit(file_convert_audio_task, file)
+    _enqueue_on_commit(file_convert_audio_task, file, convert_wav_time_limits())
 
 
 def _convert_media_enqueue(file: File) -> None:
-    """Queue phase two (the MP3/MP4) of ``file`` once the current transaction commits."""
+    """Queue phase two (the MP3/MP4) of ``file`` once the current transaction commits.
+
+    ``file.duration`` must be the measured one (phase one records it).
+    """
     from files.tasks import file_convert_media_task  # tasks import this module
 
-    _enqueue_on_commit(file_convert_media_task, file)
+    _enqueue_on_commit(file_convert_media_task, file, convert_time_limits(kind=file.kind, duration=file.duration))
 
 
-def _enqueue_on_commit(task: Any, file: File) -> None:
-    file_id, user_id, kind, duration = file.id, file.owner_id, file.kind, file.duration
+def _enqueue_on_commit(task: Any, file: File, limits: tuple[int, int]) -> None:
+    file_id, user_id = file.id, file.owner_id
+    soft, hard = limits
 
     def enqueue() -> None:
-        soft, hard = convert_time_limits(kind=kind, duration=duration)
         try:
             task.apply_async(args=[file_id.hex], soft_time_limit=soft, time_limit=hard)
         except Exception:
@@ -114,6 +149,13 @@ def file_convert_audio(*, file_id: uuid.UUID) -> None:
     two is queued behind the transcription the signal queued: a worker with one
     process transcribes first, then encodes.
 
+    The file's duration becomes the WAV's (its samples counted), recorded in
+    the same UPDATE as the WAV and so before anything can transcribe it: costs
+    and time limits of the file's jobs and of phase two come from the sound
+    that is there, not from what the upload's header claimed. ffmpeg stops
+    after ``MAX_MEDIA_DURATION_SECONDS`` + 1 s; a WAV longer than the maximum
+    fails the file (nothing is charged: no job ran).
+
     Safe to run twice, also at once: a file that is not processing is left
     alone; a WAV already recorded is not made again (the run only queues phase
     two, so a second delivery goes on where the file is); the WAV's name is
@@ -128,11 +170,18 @@ def file_convert_audio(*, file_id: uuid.UUID) -> None:
         _convert_media_enqueue(file)
         return
     with _conversion(file) as conversion:
-        wav_name, _ = conversion.make(media.convert_to_wav, WAV_BASENAME)
+        soft, _ = convert_wav_time_limits()
+        wav = conversion.make(media.convert_to_wav, WAV_BASENAME, timeout=soft, max_seconds=_wav_max_seconds())
+        duration = _wav_duration_checked(wav)
+        wav_name, _ = conversion.store(wav)
         with transaction.atomic():
-            recorded = File.objects.filter(id=file_id, state=File.State.PROCESSING).update(wav_name=wav_name)
+            # The duration and the WAV in one conditional UPDATE: no job can
+            # see the WAV with the header's duration.
+            recorded = File.objects.filter(id=file_id, state=File.State.PROCESSING).update(
+                wav_name=wav_name, duration=duration
+            )
             if recorded:
-                file.wav_name = wav_name
+                file.wav_name, file.duration = wav_name, duration
                 transaction.on_commit(lambda: file_audio_ready.send(sender=File, file_id=file_id))
                 # Registered after the signal: on_commit callbacks run in
                 # order, so the transcription is queued before phase two.
@@ -166,7 +215,10 @@ def file_convert_media(*, file_id: uuid.UUID) -> None:
         return
     with _conversion(file) as conversion:
         convert = media.convert_video_to_mp4 if file.kind == File.Kind.VIDEO else media.convert_audio_to_mp3
-        media_name, media_size = conversion.make(convert, f"{MEDIA_BASENAME}{media.EXTENSIONS[file.kind]}")
+        # file.duration is the WAV's, measured in phase one.
+        soft, _ = convert_time_limits(kind=file.kind, duration=file.duration)
+        output = conversion.make(convert, f"{MEDIA_BASENAME}{media.EXTENSIONS[file.kind]}", timeout=soft)
+        media_name, media_size = conversion.store(output)
         with transaction.atomic():
             # Under the row lock: a deletion or another run's UPDATE waits or has happened.
             claimed = (
@@ -199,17 +251,20 @@ class _Conversion:
     def __init__(self, file: File, folder: Path) -> None:
         self.file = file
         self.folder = folder
-        self.soft, _ = convert_time_limits(kind=file.kind, duration=file.duration)
         self.stored: list[str] = []
 
-    def make(self, convert: Callable[..., Path], basename: str) -> tuple[str, int]:
-        """Run ``convert(original, output, timeout=soft)`` and store the output as ``basename``; its name and size."""
+    def make(self, convert: Callable[..., Path], basename: str, *, timeout: float, **options: Any) -> Path:
+        """Run ``convert(original, output, timeout=timeout, **options)``; the output, on this worker's disk."""
         output = self.folder / basename
         with storage_local_path(self.file.original_name) as source:
-            convert(source, output, timeout=self.soft, limits=media.MediaLimits.from_settings(settings))
+            convert(source, output, timeout=timeout, limits=media.MediaLimits.from_settings(settings), **options)
+        return output
+
+    def store(self, output: Path) -> tuple[str, int]:
+        """Store ``output`` under the file's prefix, by its base name; its storage name and size."""
         size = output.stat().st_size
         prefix = object_prefix(owner_id=self.file.owner_id, file_id=self.file.id)
-        name = storage_put(name=f"{prefix}/{basename}", path=output)
+        name = storage_put(name=f"{prefix}/{output.name}", path=output)
         self.stored.append(name)
         return name, size
 
@@ -220,6 +275,20 @@ class _Conversion:
     def fail(self, reason: str) -> None:
         file_fail(file_id=self.file.id, reason=reason)
         self.discard_unclaimed()
+
+
+def _wav_duration_checked(wav: Path) -> float:
+    """Seconds of sound in the WAV just made; a :class:`media.ConversionError` when it is too long or silent."""
+    duration = media.wav_duration(wav)
+    maximum = settings.MAX_MEDIA_DURATION_SECONDS
+    if duration > maximum:
+        # ffmpeg stopped at maximum + 1 s: more sound than accepted, whatever
+        # the header said. Failing (rather than keeping the first hours) is
+        # what the upload's check would have answered with the true duration.
+        raise media.ConversionError(f"the audio is longer than the maximum of {maximum} seconds")
+    if duration <= 0:
+        raise media.ConversionError("nothing in the file could be converted")
+    return duration
 
 
 @contextmanager
@@ -280,8 +349,9 @@ def file_requeue_stuck(*, older_than: float, now: dt.datetime | None = None) -> 
     """Queue again the conversions a lost worker or a lost queue left ``processing``; returns how many.
 
     A conversion runs in two messages (WAV, then MP3/MP4), each within its
-    hard time limit. A file still processing longer than twice that plus
-    ``older_than`` seconds after its upload has lost its worker or its message:
+    hard time limit. A file still processing longer than both limits
+    (``convert_recovery_period``) plus ``older_than`` seconds after its upload
+    has lost its worker or its message:
     the phase it is in is queued again (phase two once its WAV is recorded,
     else phase one; both are safe to run twice, even at once). After
     ``CONVERT_RECOVERY_ROUNDS`` such periods it fails with a reason, so that no
@@ -293,8 +363,7 @@ def file_requeue_stuck(*, older_than: float, now: dt.datetime | None = None) -> 
         "id", "owner", "kind", "duration", "uploaded_at", "wav_name"
     )
     for file in stuck:
-        _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
-        period = dt.timedelta(seconds=2 * hard + older_than)
+        period = dt.timedelta(seconds=convert_recovery_period(kind=file.kind, duration=file.duration) + older_than)
         age = now - file.uploaded_at
         if age <= period:
             continue

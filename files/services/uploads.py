@@ -13,6 +13,7 @@ from files import media
 from files.filenames import filename_for_upload
 from files.models import File
 from files.services.conversion import file_convert_enqueue
+from files.services.quotas import QUOTA_EXCEEDED, file_quota_refusal, user_lock
 from files.storage import object_prefix, storage_delete, storage_put_upload
 from files.uploads import StreamedUpload
 from whisper_site.errors import ApplicationError
@@ -38,6 +39,19 @@ def _upload_error(filename: str, error: str, message: str) -> UploadResult:
     return UploadResult(message=message, filename=filename, error=error)
 
 
+class _QuotaExceeded(Exception):
+    """Raised inside the inserting transaction to roll it back: a concurrent upload took the room."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def too_long_message() -> str:
+    """The upload row's message for media longer than ``MAX_MEDIA_DURATION_SECONDS``."""
+    return f"File too long. Maximum duration is {settings.MAX_MEDIA_DURATION_SECONDS} seconds"
+
+
 def _existed(file: File) -> UploadResult:
     return UploadResult(message="File already exists", filename=file.filename, file=file, existed=True)
 
@@ -48,8 +62,11 @@ def file_upload(*, user: User, part: StreamedUpload) -> UploadResult:
     The content decides: the part must hold decodable audio (with or without
     video). Bytes the user already owns (same BLAKE3 digest) are not stored
     again: the existing file is the answer. A file whose conversion failed is
-    retried when its bytes are uploaded again. Nothing is left behind for a
-    part that is refused.
+    retried when its bytes are uploaded again. Media longer than
+    ``MAX_MEDIA_DURATION_SECONDS`` (as probed) is refused (``file_too_long``),
+    and so is a part that would put the user over ``USER_FILE_QUOTA`` or
+    ``USER_STORAGE_QUOTA_BYTES`` (``quota_exceeded``). Nothing is left behind
+    for a part that is refused.
     """
     filename = filename_for_upload(part.name)
     if part.too_large:
@@ -68,6 +85,14 @@ def file_upload(*, user: User, part: StreamedUpload) -> UploadResult:
     existing = File.objects.filter(owner=user, blake3=digest).first()
     if existing is not None and existing.state != File.State.FAILED:
         return _existed(existing)
+    if info.duration > settings.MAX_MEDIA_DURATION_SECONDS:
+        return _upload_error(filename, "file_too_long", too_long_message())
+    # A first look, before anything is stored; the answer that counts is the
+    # one under the user's lock below.
+    quota = {"user": user, "size": part.size, "duration": info.duration, "new_file": existing is None}
+    refusal = file_quota_refusal(**quota)
+    if refusal is not None:
+        return _upload_error(filename, QUOTA_EXCEEDED, refusal)
 
     file_id = existing.id if existing is not None else new_uuid7()
     # A fresh name per upload: a retry racing another retry of the same
@@ -76,6 +101,13 @@ def file_upload(*, user: User, part: StreamedUpload) -> UploadResult:
     stored_name = storage_put_upload(name=original_name, upload=part)
     try:
         with transaction.atomic():
+            # Race: two uploads of one user at once near a quota, each checked above
+            # before the other's row existed. Under the lock on the user's row the
+            # second waits for the first to commit and then counts its file.
+            user_lock(user=user)
+            refusal = file_quota_refusal(**quota)
+            if refusal is not None:
+                raise _QuotaExceeded(refusal)
             if existing is not None:
                 file = _file_retry(file=existing, original_name=stored_name, info=info, size=part.size)
             else:
@@ -99,6 +131,9 @@ def file_upload(*, user: User, part: StreamedUpload) -> UploadResult:
         # once. The unique (owner, blake3) constraint lets one row in; the
         # other request answers with it.
         file = None
+    except _QuotaExceeded as exceeded:
+        storage_delete([stored_name])
+        return _upload_error(filename, QUOTA_EXCEEDED, exceeded.message)
     except BaseException:
         storage_delete([stored_name])
         raise

@@ -376,12 +376,12 @@ def test_a_conversion_whose_message_or_worker_was_lost_is_queued_again(
 
     from django.utils import timezone
 
-    from files.services import convert_time_limits, file_requeue_stuck
+    from files.services import convert_recovery_period, file_requeue_stuck
 
     file = upload_unconverted(client_key, JFK)
     assert file_requeue_stuck(older_than=60) == 0  # young: its message may still come
-    _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
-    File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=2 * hard + 61))
+    period = convert_recovery_period(kind=file.kind, duration=file.duration)
+    File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=period + 61))
     with caplog.at_level(logging.WARNING), django_capture_on_commit_callbacks(execute=True):
         assert file_requeue_stuck(older_than=60) == 1
     file.refresh_from_db()
@@ -399,14 +399,14 @@ def test_recovery_queues_the_phase_a_lost_conversion_is_in(
 
     from django.utils import timezone
 
-    from files.services import convert_time_limits, file_requeue_stuck
+    from files.services import convert_recovery_period, file_requeue_stuck
 
     file = upload_unconverted(client_key, JFK)
     with django_capture_on_commit_callbacks(execute=False):
         # Phase one, whose message for phase two is lost.
         file_convert_audio_task.apply(args=[file.id.hex]).get()
-    _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
-    File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=2 * hard + 61))
+    period = convert_recovery_period(kind=file.kind, duration=file.duration)
+    File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=period + 61))
     tasks_run.clear()
     with django_capture_on_commit_callbacks(execute=True):
         assert file_requeue_stuck(older_than=60) == 1
@@ -423,11 +423,10 @@ def test_a_conversion_that_never_finishes_fails_instead_of_staying_processing(
 
     from django.utils import timezone
 
-    from files.services import CONVERT_RECOVERY_ROUNDS, convert_time_limits, file_requeue_stuck
+    from files.services import CONVERT_RECOVERY_ROUNDS, convert_recovery_period, file_requeue_stuck
 
     file = upload_unconverted(client_key, JFK)
-    _, hard = convert_time_limits(kind=file.kind, duration=file.duration)
-    age = (2 * hard + 60) * CONVERT_RECOVERY_ROUNDS + 1
+    age = (convert_recovery_period(kind=file.kind, duration=file.duration) + 60) * CONVERT_RECOVERY_ROUNDS + 1
     File.objects.filter(id=file.id).update(uploaded_at=timezone.now() - dt.timedelta(seconds=age))
     with caplog.at_level(logging.WARNING), django_capture_on_commit_callbacks(execute=True):
         assert file_requeue_stuck(older_than=60) == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 from transcriptions.services.jobs import (
     NOT_FOUND_OR_DENIED_MESSAGE,
     conversion_failed_message,
+    pending_quota_message,
     transcription_batches_enqueue,
     transcription_create,
     transcription_delete,
@@ -33,6 +34,7 @@ __all__ = [
     "audio_seconds",
     "conversion_failed_message",
     "job_cost",
+    "pending_quota_message",
     "time_limits",
     "transcription_batch_fail",
     "transcription_batch_run",

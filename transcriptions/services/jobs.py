@@ -31,6 +31,11 @@ Status = Transcription.Status
 NOT_FOUND_OR_DENIED_MESSAGE = "Transcription not found or access denied"
 
 
+def pending_quota_message() -> str:
+    """The 429 of ``POST /transcribe`` for a user at ``USER_PENDING_JOB_QUOTA``."""
+    return f"Too many pending transcriptions: at most {settings.USER_PENDING_JOB_QUOTA} per user"
+
+
 def conversion_failed_message(file: File) -> str:
     """The error of jobs whose file could not be converted."""
     reason = file.error.strip()
@@ -81,8 +86,9 @@ def transcription_create(
     Checked in this order: the model (an installed one; ``None`` is the default model), the
     language (a Whisper code the model can use; ``None`` or empty means detect, which an
     English-only model does not need), then the file (the user's own audio or video, not
-    failed). A file still converting is fine: its jobs wait for it. Asking twice for one
-    format is one job.
+    failed), then ``USER_PENDING_JOB_QUOTA``: the user's jobs pending or processing, with
+    the new ones, must stay within it (else 429, no job created). A file still converting
+    is fine: its jobs wait for it. Asking twice for one format is one job.
     """
     model_name = _installed_model(model)
     language_code = _language_for_model(language, model_name)
@@ -93,8 +99,17 @@ def transcription_create(
         raise ApplicationError(conversion_failed_message(file), 400)
 
     batch_id = new_uuid7()
+    # The upload's duration until the WAV is measured; the claim records what it bills.
     seconds = audio_seconds(file.duration)
+    wanted = list(dict.fromkeys(formats))
     with transaction.atomic():
+        # Race: two requests of one user at once near the quota, each counting before the
+        # other's jobs exist. The lock on the user's row makes the second count after the
+        # first commits (SQLite serialises writers with BEGIN IMMEDIATE anyway).
+        type(user).objects.select_for_update().only("pk").get(pk=user.pk)
+        active = Transcription.objects.filter(owner=user, status__in=[Status.PENDING, Status.PROCESSING]).count()
+        if active + len(wanted) > settings.USER_PENDING_JOB_QUOTA:
+            raise ApplicationError(pending_quota_message(), 429)
         jobs = [
             Transcription.objects.create(
                 owner=user,
@@ -105,7 +120,7 @@ def transcription_create(
                 format=fmt,
                 audio_seconds=seconds,
             )
-            for fmt in dict.fromkeys(formats)
+            for fmt in wanted
         ]
         transcription_batches_enqueue(batches={batch_id: jobs[0]})
     for job in jobs:
@@ -115,12 +130,14 @@ def transcription_create(
 
 
 def transcription_batches_enqueue(*, batches: dict[uuid.UUID, Transcription]) -> None:
-    """Send one message per batch (its id -> one of its jobs, file loaded) once the transaction commits.
+    """Send one message per batch (its id -> one of its jobs) once the transaction commits.
 
-    Also records when, for the recovery. The message is sent whatever the file's state: a
-    task that finds the file still converting leaves the jobs pending for the file_ready
-    receiver, and sending unconditionally closes the gap where the conversion finishes
-    between this request's check and its commit.
+    Also records when, for the recovery. The file is read again after the commit: a batch
+    whose file has no WAV yet gets no message, because its duration is still the upload
+    header's claim, from which the message's time limits would be computed, and the
+    conversion's ``file_audio_ready`` will queue it with the measured one. No batch is
+    missed: if this read sees no WAV, the conversion records it after this commit, and
+    its receiver, running after its own commit, sees these jobs.
     """
     if not batches:
         return
@@ -129,8 +146,17 @@ def transcription_batches_enqueue(*, batches: dict[uuid.UUID, Transcription]) ->
     Transcription.objects.filter(batch_id__in=list(batches), status=Status.PENDING).update(queued_at=timezone.now())
 
     def send() -> None:
+        file_ids = {job.file_id for job in batches.values()}
+        files = {
+            file.id: file for file in File.objects.filter(id__in=file_ids).only("id", "state", "duration", "wav_name")
+        }
         for batch_id, job in batches.items():
-            soft, hard = time_limits(duration=job.file.duration)
+            file = files.get(job.file_id)
+            if file is None:
+                continue  # deleted with its jobs
+            if file.state == File.State.PROCESSING and not file.wav_name:
+                continue  # file_audio_ready queues it
+            soft, hard = time_limits(duration=file.duration)
             context = job.batch_log_context()
             try:
                 transcription_run_batch_task.apply_async(
@@ -155,7 +181,7 @@ def transcription_batches_enqueue(*, batches: dict[uuid.UUID, Transcription]) ->
 def transcription_file_ready(*, file_id: uuid.UUID) -> None:
     """Queue the batches waiting for ``file_id``'s conversion (receiver of files' file_ready)."""
     batches: dict[uuid.UUID, Transcription] = {}
-    for job in Transcription.objects.filter(file_id=file_id, status=Status.PENDING).select_related("file"):
+    for job in Transcription.objects.filter(file_id=file_id, status=Status.PENDING):
         batches.setdefault(job.batch_id, job)
     with transaction.atomic():
         transcription_batches_enqueue(batches=batches)

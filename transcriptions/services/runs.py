@@ -41,7 +41,7 @@ from files.selectors import file_wav_local_path
 from transcriptions import engine, formats, worker
 from transcriptions.models import Transcription
 from transcriptions.services.jobs import conversion_failed_message
-from transcriptions.services.prices import job_cost, time_limits
+from transcriptions.services.prices import audio_seconds, job_cost, time_limits
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,10 @@ def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
 
     ``claim_token`` is the Celery task id. Safe to run twice and at once: only jobs pending
     (or processing under this same token, a redelivery after the worker died) are taken.
-    While the file has no WAV yet nothing happens (the file_ready receiver queues the batch
-    again); a failed conversion fails the pending jobs without charging them.
+    While the file has no WAV yet nothing happens (the file_audio_ready receiver queues the
+    batch again); a failed conversion fails the pending jobs without charging them. The
+    cost comes from the file's duration as the claim reads it: once the WAV is stored, that
+    is the WAV's measured length, never the upload header's claim.
     """
     first = Transcription.objects.filter(batch_id=batch_id).select_related("file").order_by("created_at").first()
     if first is None:
@@ -104,11 +106,23 @@ def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
 def _claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> list[Transcription]:
     """Claim the batch's jobs for ``claim_token`` and charge those not charged yet.
 
-    Returns the jobs claimed and paid for, to be transcribed.
+    Returns the jobs claimed and paid for, to be transcribed. ``file.duration`` and
+    ``file.wav_name`` are read again from the database here, in the claim's transaction,
+    and ``file`` is updated with them: the cost is computed from the duration recorded with
+    the WAV (the conversion writes both in one UPDATE), never from a value read before the
+    WAV was there. Nothing is claimed when the file has no WAV (any more).
     """
     claimed: list[Transcription] = []
     now = timezone.now()
     with transaction.atomic():
+        current = File.objects.filter(id=file.id).values("duration", "wav_name").first()
+        if current is None or not current["wav_name"]:
+            # Deleted, failed, or retried after a failure since the caller's read: the
+            # file_failed / file_audio_ready receivers take it from here.
+            return []
+        # Once the WAV is recorded the duration no longer changes (only a failure, which
+        # clears the WAV, and a retry reset it): no lock on the file is needed.
+        file.duration, file.wav_name = current["duration"], current["wav_name"]
         candidates = list(
             Transcription.objects.filter(batch_id=batch_id)
             .filter(Q(status=Status.PENDING) | Q(status=Status.PROCESSING, claim_token=claim_token))
@@ -144,6 +158,9 @@ def _claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> l
                 cost = job_cost(duration=file.duration, price_multiplier=multiplier)
                 if cost > 0 and not _charge(job, cost):
                     continue
+                # What was billed, for the statistics: the measured seconds.
+                job.audio_seconds = audio_seconds(file.duration)
+                Transcription.objects.filter(id=job.id).update(audio_seconds=job.audio_seconds)
             claimed.append(job)
     for job in claimed:
         context = job.log_context()
