@@ -156,6 +156,6 @@ def test_image_web_role_binds_where_it_says(tmp_path: Path, host: str | None, bi
     result = entrypoint_web(env, fake_bin(tmp_path, real_python=False))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(
-        f"gunicorn BIND_HOST={bind.rsplit(':', 1)[0]} --config python:whisper_site.gunicorn_conf "
-        f"whisper_site.wsgi:application --bind {bind} "
+        f"gunicorn BIND_HOST={bind.rsplit(':', 1)[0]} whisper_site.wsgi:application --bind {bind} "
+        "--config python:whisper_site.gunicorn_conf "
     )
