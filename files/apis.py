@@ -29,7 +29,7 @@ from files import selectors, services
 from files.downloads import ON_DISK_MESSAGE, file_download_response
 from files.models import File
 from files.services import UploadResult
-from files.uploads import StreamedUpload, install_file_upload_handler
+from files.uploads import StreamedUpload, install_file_upload_handler, too_many_files_message
 from whisper_site.api_fields import BODY_ERRORS, ConstantField, TimestampField
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import parse_uuid
@@ -44,7 +44,6 @@ from whisper_site.pagination import (
 from whisper_site.request_body import body_object
 from whisper_site.viewsets import PublicReadMixin
 
-NO_FILES_MESSAGE = "No files provided. Send one or more multipart parts named 'file'"
 MISSING_FILENAME_MESSAGE = "Missing 'filename' field in request body"
 
 
@@ -87,10 +86,10 @@ class FileUploadInputSerializer(serializers.Serializer):
             f"{settings.UPLOAD_MAX_FILES} per request, each at most {settings.UPLOAD_MAX_FILE_BYTES} bytes."
         ),
         error_messages={
-            "required": NO_FILES_MESSAGE,
-            "empty": NO_FILES_MESSAGE,
-            "min_length": NO_FILES_MESSAGE,
-            "max_length": f"Too many files. Maximum is {settings.UPLOAD_MAX_FILES} per request",
+            "required": services.NO_FILES_MESSAGE,
+            "empty": services.NO_FILES_MESSAGE,
+            "min_length": services.NO_FILES_MESSAGE,
+            "max_length": too_many_files_message(),
         },
     )
 
@@ -256,8 +255,8 @@ class FileViewSet(PublicReadMixin, viewsets.ViewSet):
             200: FileUploadOutputSerializer,
             **plain_text_errors(
                 (400, "Content-Type must be multipart/form-data"),
-                (400, NO_FILES_MESSAGE),
-                (400, f"Too many files. Maximum is {settings.UPLOAD_MAX_FILES} per request"),
+                (400, services.NO_FILES_MESSAGE),
+                (400, too_many_files_message()),
                 (400, "Malformed request body"),
                 *AUTH_ERRORS,
                 (409, "Upload conflicted with a concurrent change; try again"),

@@ -32,9 +32,10 @@ from files.services.deletion import (
     storage_delete_on_commit,
 )
 from files.services.renaming import FILENAME_LENGTH_MESSAGE, file_rename
-from files.services.uploads import UploadResult, file_upload, file_upload_many
+from files.services.uploads import NO_FILES_MESSAGE, UploadResult, file_upload, file_upload_many
 
 __all__ = [
+    "NO_FILES_MESSAGE",
     "AVATAR_NOT_IMAGE_MESSAGE",
     "CONVERT_BASE_SECONDS",
     "CONVERT_RECOVERY_ROUNDS",

@@ -22,6 +22,8 @@ from whisper_site.identifiers import new_uuid7
 if TYPE_CHECKING:
     from accounts.models import User
 
+NO_FILES_MESSAGE = "No files provided. Send one or more multipart parts named 'file'"
+
 
 @dataclass(frozen=True)
 class UploadResult:
@@ -166,5 +168,5 @@ def _file_retry(*, file: File, original_name: str, info: media.MediaInfo, size: 
 def file_upload_many(*, user: User, parts: list[StreamedUpload]) -> list[UploadResult]:
     """Store each part of one ``POST /file``; one result per part, in order."""
     if not parts:
-        raise ApplicationError("No files provided. Send one or more multipart parts named 'file'", 400)
+        raise ApplicationError(NO_FILES_MESSAGE, 400)
     return [file_upload(user=user, part=part) for part in parts]

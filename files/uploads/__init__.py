@@ -15,6 +15,7 @@ from files.uploads.handlers import (
     install_avatar_upload_handler,
     install_file_upload_handler,
     request_body_length,
+    too_many_files_message,
 )
 from files.uploads.writer import StreamedUpload, streamed_upload_from
 
@@ -29,4 +30,5 @@ __all__ = [
     "install_file_upload_handler",
     "request_body_length",
     "streamed_upload_from",
+    "too_many_files_message",
 ]

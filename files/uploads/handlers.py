@@ -218,10 +218,15 @@ def install_file_upload_handler(request: HttpRequest) -> HashingUploadHandler:
         field_names=frozenset({"file"}),
         max_bytes=settings.UPLOAD_MAX_FILE_BYTES,
         max_files=settings.UPLOAD_MAX_FILES,
-        too_many_message=f"Too many files. Maximum is {settings.UPLOAD_MAX_FILES} per request",
+        too_many_message=too_many_files_message(),
     )
     request.upload_handlers = [handler]
     return handler
+
+
+def too_many_files_message() -> str:
+    """The answer to more than ``UPLOAD_MAX_FILES`` parts named ``file`` in one request."""
+    return f"Too many files. Maximum is {settings.UPLOAD_MAX_FILES} per request"
 
 
 def avatar_too_large_message() -> str:
