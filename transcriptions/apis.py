@@ -25,7 +25,13 @@ from files.selectors import NOT_FOUND_MESSAGE as FILE_NOT_FOUND_MESSAGE
 from transcriptions import selectors, services
 from transcriptions.formats import DEFAULT_FORMAT, FORMATS
 from transcriptions.models import Transcription
-from whisper_site.api_fields import BODY_ERRORS, ConstantField, TimestampField
+from whisper_site.api_fields import (
+    BODY_ERRORS,
+    ConstantField,
+    StrictInputSerializer,
+    TimestampField,
+    strict_boolean_field,
+)
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import parse_uuid
 from whisper_site.openapi import AUTH_ERRORS, UUID_PATTERN, plain_text_errors, uuid_path_parameter
@@ -137,9 +143,37 @@ class FormatsField(serializers.Field):
 # --- Input serializers -------------------------------------------------------------
 
 
-class TranscriptionCreateInputSerializer(serializers.Serializer):
-    # Declared in the order their errors are reported: the file's uuid, then the formats,
-    # then the language (a model's name is any text here; the service checks it first).
+@extend_schema_field({"type": "string", "maxLength": services.PROMPT_MAX_CHARS, "example": "ComfyUI"})
+class PromptField(serializers.Field):
+    """Vocabulary and spelling hints: text of at most PROMPT_MAX_CHARS characters; null is none."""
+
+    default_error_messages = {
+        "invalid": "Invalid prompt: must be a string",
+        "max_length": f"Invalid prompt: at most {services.PROMPT_MAX_CHARS} characters",
+    }
+
+    def get_value(self, dictionary: Any) -> Any:
+        value = dictionary.get(self.field_name, serializers.empty)
+        return "" if value is None else value
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if len(data) > services.PROMPT_MAX_CHARS:
+            self.fail("max_length")
+        return data
+
+    def to_representation(self, value: str) -> str:
+        return value
+
+
+TASKS = list(Transcription.Task.values)
+
+
+class TranscriptionCreateInputSerializer(StrictInputSerializer):
+    # Declared in the order their errors are reported (after any unknown field): the file's
+    # uuid, the formats, the language, then the options (a model's name is any text here;
+    # the service checks it first, then whether the task suits the model).
     uuid = FileUuidField(help_text="The file to transcribe (one of yours).")
     model = ModelNameField(
         required=False,
@@ -160,6 +194,38 @@ class TranscriptionCreateInputSerializer(serializers.Serializer):
             "A Whisper language code (`en`, `de`, ...); omitted, null or empty: detected "
             "(an English-only model `*.en` only takes `en`)."
         ),
+    )
+    word_timestamps = strict_boolean_field(
+        "word_timestamps",
+        required=False,
+        allow_null=True,
+        default=False,
+        help_text="verbose_json segments list their `words` with start, end and probability.",
+    )
+    prompt = PromptField(
+        required=False,
+        default="",
+        help_text=(
+            "Vocabulary and spelling hints (product names, jargon), given to the model before "
+            f"every 30 s window; at most {services.PROMPT_MAX_CHARS} characters."
+        ),
+    )
+    task = serializers.ChoiceField(
+        choices=TASKS,
+        required=False,
+        default=Transcription.Task.TRANSCRIBE,
+        error_messages={
+            "invalid_choice": f"Invalid task: {{input}}. Must be one of: {', '.join(TASKS)}",
+            "null": f"Invalid task: null. Must be one of: {', '.join(TASKS)}",
+        },
+        help_text="`transcribe` (default), or `translate` into English (multilingual models only).",
+    )
+    vad_filter = strict_boolean_field(
+        "vad_filter",
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Skip silence before decoding; omitted or null: the server's setting.",
     )
 
 
@@ -340,6 +406,13 @@ class TranscriptionViewSet(PublicReadMixin, viewsets.ViewSet):
                 (400, "Invalid model: ggml-base.en. Must be one of: ggml-base, ggml-tiny.en"),
                 (400, "Invalid language: xx"),
                 (400, "Invalid language: de. Model ggml-tiny.en supports only: en"),
+                (400, "Unknown field: formats"),
+                (400, "Invalid word_timestamps: must be true or false"),
+                (400, "Invalid vad_filter: must be true or false"),
+                (400, "Invalid prompt: must be a string"),
+                (400, f"Invalid prompt: at most {services.PROMPT_MAX_CHARS} characters"),
+                (400, "Invalid task: summarize. Must be one of: transcribe, translate"),
+                (400, "Invalid task: translate. Model ggml-tiny.en is English-only"),
                 (400, "File conversion failed: no audio stream"),
                 *AUTH_ERRORS,
                 (404, FILE_NOT_FOUND_MESSAGE),
@@ -382,6 +455,12 @@ class TranscriptionViewSet(PublicReadMixin, viewsets.ViewSet):
             model=data["model"],
             language=data["language"],
             formats=data["format"],
+            options=services.TranscriptOptions(
+                word_timestamps=bool(data["word_timestamps"]),
+                prompt=data["prompt"],
+                task=data["task"],
+                vad_filter=data["vad_filter"],
+            ),
         )
         return Response(TranscriptionCreateOutputSerializer({"transcriptions": jobs}).data)
 

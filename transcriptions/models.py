@@ -24,6 +24,10 @@ class Transcription(models.Model):
         SRT = "srt"
         VTT = "vtt"
 
+    class Task(models.TextChoices):
+        TRANSCRIBE = "transcribe"
+        TRANSLATE = "translate"
+
     id = models.UUIDField(primary_key=True, default=new_uuid7, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="transcriptions")
     file = models.ForeignKey("files.File", on_delete=models.CASCADE, related_name="transcriptions")
@@ -31,6 +35,14 @@ class Transcription(models.Model):
     batch_id = models.UUIDField(default=new_uuid7, db_index=True)
     model = models.CharField(max_length=100)
     language = models.CharField(max_length=16, blank=True, help_text="Requested; empty means detect.")
+    # Options of the request, the same on every job of a batch (they share one run).
+    task = models.CharField(max_length=16, choices=Task.choices, default=Task.TRANSCRIBE)
+    word_timestamps = models.BooleanField(default=False, help_text="verbose_json segments list their words.")
+    prompt = models.TextField(blank=True, help_text="Vocabulary and spelling hints given to the model.")
+    vad_filter = models.BooleanField(null=True, blank=True, help_text="Skip silence; empty: the server's setting.")
+    temperature = models.FloatField(
+        null=True, blank=True, help_text="First sampling temperature (OpenAI route); empty: the default schedule."
+    )
     format = models.CharField(max_length=16, choices=Format.choices)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)

@@ -93,6 +93,27 @@ class UuidField(serializers.CharField):
             self.fail("invalid")
 
 
+class StrictInputSerializer(serializers.Serializer):
+    """An input serializer that refuses fields it does not declare: ``400 Unknown field: NAME``.
+
+    The first unknown field in the body's order is the one reported, before any declared
+    field is looked at: a misspelt option ("formats") is an error, never silently ignored.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in data:
+                if name not in self.fields:
+                    raise serializers.ValidationError({name: [f"Unknown field: {name}"]})
+        return super().to_internal_value(data)
+
+
+def strict_boolean_field(name: str, **kwargs: Any) -> serializers.BooleanField:
+    """A yes/no option: JSON true or false (or the form words DRF reads); null means the default."""
+    message = f"Invalid {name}: must be true or false"
+    return serializers.BooleanField(error_messages={"invalid": message, "null": message}, **kwargs)
+
+
 def validated_body(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
     """The request body read through ``serializer_class``; the first problem is a 400."""
     serializer = serializer_class(data=body_object(request))

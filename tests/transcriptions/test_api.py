@@ -77,6 +77,32 @@ def test_queueing_needs_authentication(anon: APIClient) -> None:
         ({"uuid": "0" * 32, "language": 7}, 400, "Invalid language: 7"),
         ({"uuid": "0" * 32, "language": "de"}, 400, "Invalid language: de. Model ggml-tiny.en supports only: en"),
         ({"uuid": "0" * 32, "language": "de", "model": "ggml-base"}, 404, "File not found or access denied"),
+        # The options beyond the reference.
+        ({"uuid": "0" * 32, "formats": ["srt"]}, 400, "Unknown field: formats"),
+        ({"uuid": "0" * 32, "temperature": 0.2}, 400, "Unknown field: temperature"),
+        ({"uuid": "0" * 32, "timestamp_granularities": ["word"]}, 400, "Unknown field: timestamp_granularities"),
+        ({"uuid": "0" * 32, "word_timestamps": "maybe"}, 400, "Invalid word_timestamps: must be true or false"),
+        ({"uuid": "0" * 32, "word_timestamps": [True]}, 400, "Invalid word_timestamps: must be true or false"),
+        ({"uuid": "0" * 32, "vad_filter": 2}, 400, "Invalid vad_filter: must be true or false"),
+        ({"uuid": "0" * 32, "prompt": 5}, 400, "Invalid prompt: must be a string"),
+        ({"uuid": "0" * 32, "prompt": "x" * 1001}, 400, "Invalid prompt: at most 1000 characters"),
+        (
+            {"uuid": "0" * 32, "task": "summarize"},
+            400,
+            "Invalid task: summarize. Must be one of: transcribe, translate",
+        ),
+        ({"uuid": "0" * 32, "task": None}, 400, "Invalid task: null. Must be one of: transcribe, translate"),
+        ({"uuid": "0" * 32, "task": "translate"}, 400, "Invalid task: translate. Model ggml-tiny.en is English-only"),
+        (
+            {"uuid": "0" * 32, "task": "translate", "model": "ggml-base", "prompt": "x" * 1000, "vad_filter": None},
+            404,
+            "File not found or access denied",
+        ),
+        (
+            {"uuid": "0" * 32, "word_timestamps": True, "vad_filter": False, "prompt": None, "task": "transcribe"},
+            404,
+            "File not found or access denied",
+        ),
     ],
 )
 def test_invalid_requests_get_the_reference_errors(
@@ -111,6 +137,11 @@ def test_invalid_requests_get_the_reference_errors(
         ({"uuid": "0" * 32, "model": None, "format": None, "language": None}, 404, "File not found or access denied"),
         ({"uuid": "0" * 32, "model": True}, 400, "Invalid model: True. Must be one of: ggml-base, ggml-tiny.en"),
         ({"uuid": "0" * 32, "language": ["en"]}, 400, "Invalid language: ['en']"),
+        # An unknown field before anything else, the first one in the body's order.
+        ({"formatz": "srt", "uuid": "nope", "modell": "x"}, 400, "Unknown field: formatz"),
+        ({"uuid": "nope", "task": "translate"}, 400, "Invalid UUID format"),
+        ({"uuid": "0" * 32, "task": "x", "language": 7}, 400, "Invalid language: 7"),
+        ({"uuid": "0" * 32, "task": "translate", "language": "xx"}, 400, "Invalid language: xx"),
     ],
 )
 def test_the_order_of_checks(

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from transcriptions.services.jobs import (
     NOT_FOUND_OR_DENIED_MESSAGE,
+    PROMPT_MAX_CHARS,
+    TranscriptOptions,
     conversion_failed_message,
     pending_quota_message,
     transcription_batches_enqueue,
@@ -31,6 +33,8 @@ from transcriptions.services.runs import (
 
 __all__ = [
     "NOT_FOUND_OR_DENIED_MESSAGE",
+    "PROMPT_MAX_CHARS",
+    "TranscriptOptions",
     "audio_seconds",
     "conversion_failed_message",
     "job_cost",

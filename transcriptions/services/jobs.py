@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -29,6 +30,21 @@ logger = logging.getLogger(__name__)
 Status = Transcription.Status
 
 NOT_FOUND_OR_DENIED_MESSAGE = "Transcription not found or access denied"
+# The longest prompt taken: Whisper keeps at most 223 prompt tokens (half its context) anyway.
+PROMPT_MAX_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptOptions:
+    """How a request wants its audio transcribed; the same for every job of its batch."""
+
+    word_timestamps: bool = False
+    prompt: str = ""
+    task: str = Transcription.Task.TRANSCRIBE
+    # None: settings.WHISPER_VAD_FILTER.
+    vad_filter: bool | None = None
+    # None: faster-whisper's fallback schedule from 0.0; t: the schedule from t (OpenAI's meaning).
+    temperature: float | None = None
 
 
 def pending_quota_message() -> str:
@@ -73,6 +89,14 @@ def _language_for_model(language: str | None, model: str) -> str:
     return code
 
 
+def _task_for_model(task: str, model: str) -> str:
+    if task not in Transcription.Task.values:
+        raise ApplicationError(f"Invalid task: {task}. Must be one of: {', '.join(Transcription.Task.values)}", 400)
+    if task == Transcription.Task.TRANSLATE and not engine.is_multilingual_model(model):
+        raise ApplicationError(f"Invalid task: {task}. Model {model} is English-only", 400)
+    return task
+
+
 def transcription_create(
     *,
     user: User,
@@ -80,18 +104,24 @@ def transcription_create(
     model: str | None,
     language: str | None,
     formats: list[str],
+    options: TranscriptOptions | None = None,
 ) -> list[Transcription]:
     """Queue one job per format of one of ``user``'s files, all served by one inference run.
 
     Checked in this order: the model (an installed one; ``None`` is the default model), the
     language (a Whisper code the model can use; ``None`` or empty means detect, which an
-    English-only model does not need), then the file (the user's own audio or video, not
+    English-only model does not need), then the task (``translate`` needs a multilingual
+    model), then the file (the user's own audio or video, not
     failed), then ``USER_PENDING_JOB_QUOTA``: the user's jobs pending or processing, with
     the new ones, must stay within it (else 429, no job created). A file still converting
     is fine: its jobs wait for it. Asking twice for one format is one job.
     """
+    options = options or TranscriptOptions()
     model_name = _installed_model(model)
     language_code = _language_for_model(language, model_name)
+    task = _task_for_model(options.task, model_name)
+    if len(options.prompt) > PROMPT_MAX_CHARS:
+        raise ApplicationError(f"Invalid prompt: at most {PROMPT_MAX_CHARS} characters", 400)
     file = file_get_owned(user=user, file_id=file_id)
     if file is None:
         raise ApplicationError(FILE_NOT_FOUND_MESSAGE, 404)
@@ -118,6 +148,11 @@ def transcription_create(
                 model=model_name,
                 language=language_code,
                 format=fmt,
+                task=task,
+                word_timestamps=options.word_timestamps,
+                prompt=options.prompt,
+                vad_filter=options.vad_filter,
+                temperature=options.temperature,
                 audio_seconds=seconds,
             )
             for fmt in wanted
