@@ -31,7 +31,7 @@ class TranscriptionAdmin(admin.ModelAdmin):
         "error_preview",
     )
     # Choice fields only: no SELECT DISTINCT over the whole table.
-    list_filter = ("status", "format")
+    list_filter = ("status", "format", "task")
     search_fields = ("id",)  # enables the search box; see get_search_results
     search_help_text = "A transcription UUID, or part of the owner's username."
     list_select_related = ("owner",)
@@ -48,6 +48,11 @@ class TranscriptionAdmin(admin.ModelAdmin):
         "language",
         "detected_language",
         "format",
+        "task",
+        "word_timestamps",
+        "prompt",
+        "vad_filter",
+        "temperature",
         "status",
         "error",
         "attempts",
