@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
 from rest_framework import exceptions
 
 logger = logging.getLogger(__name__)
@@ -96,11 +97,31 @@ def plain_text_exception_handler(exc: Exception, context: dict[str, Any]) -> Htt
     return plain_text_response(message, exc.status_code, headers)
 
 
+def error_response_for(request: HttpRequest, message: str, status: int) -> HttpResponse:
+    """An error answered before or outside a view, in the shape of the view its path routes to.
+
+    One line of plain text, unless that view (a class, or a function) has an
+    ``error_response(message, status)`` of its own: the OpenAI-compatible routes
+    answer every error as OpenAI's JSON error object, the middleware's too.
+    """
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return plain_text_response(message, status)
+    # DRF's views name their class ``cls``, Django's ``view_class``; a function is its own.
+    view = getattr(match.func, "cls", None) or getattr(match.func, "view_class", None) or match.func
+    render = getattr(view, "error_response", None)
+    if render is None:
+        return plain_text_response(message, status)
+    return render(message, status)
+
+
 class PlainTextErrorMiddleware:
     """Plain-text bodies for errors raised outside DRF views.
 
     Django answers an oversized body or a malformed multipart request with its
-    own HTML 400 page; API clients get the one-line text instead.
+    own HTML 400 page; API clients get the one-line text instead (or the
+    error shape of the route, see :func:`error_response_for`).
     """
 
     def __init__(self, get_response: Any) -> None:
@@ -114,16 +135,16 @@ class PlainTextErrorMiddleware:
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
-                return plain_text_response("Invalid Content-Length", 400)
+                return error_response_for(request, "Invalid Content-Length", 400)
             if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-                return plain_text_response("Request body too large", 413)
+                return error_response_for(request, "Request body too large", 413)
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, RequestDataTooBig):
-            return plain_text_response("Request body too large", 413)
+            return error_response_for(request, "Request body too large", 413)
         if isinstance(exception, (SuspiciousOperation, BadRequest)):
-            return plain_text_response("Malformed request", 400)
+            return error_response_for(request, "Malformed request", 400)
         return None
 
 
