@@ -414,6 +414,11 @@ TRANSCRIPTION_MAX_ATTEMPTS = env_int("TRANSCRIPTION_MAX_ATTEMPTS", 3, minimum=1)
 # again once its last message is TRANSCRIPTION_RECOVERY_AFTER_SECONDS old.
 TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS = env_int("TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS", 300, minimum=10)
 TRANSCRIPTION_RECOVERY_AFTER_SECONDS = env_int("TRANSCRIPTION_RECOVERY_AFTER_SECONDS", 600, minimum=0)
+# How long a request to the OpenAI-compatible routes (POST /audio/transcriptions and
+# /audio/translations) waits for its job before it answers 504, naming the job, which goes
+# on. Under the compose file's nginx (proxy_read_timeout 120 s, deploy/nginx.conf.template)
+# with 30 s to spare for storing the upload (docs/openai.md).
+OPENAI_WAIT_SECONDS = env_float("OPENAI_WAIT_SECONDS", 90.0, minimum=0.0)
 CELERY_BEAT_SCHEDULE = {
     "transcriptions-requeue-stuck": {
         "task": "transcriptions.requeue_stuck",

@@ -1,0 +1,95 @@
+"""OpenAI's answers, read from a completed job's stored data.
+
+- ``json``: ``{"text"}``;
+- ``text``, ``srt``, ``vtt``: the text or the subtitle file, as ``text/plain``;
+- ``verbose_json``: ``{"task", "language" (English name), "duration", "text", "segments",
+  "words"}``, with ``segments`` unless only ``word`` was asked and ``words`` only when it
+  was, as OpenAI answers.
+
+The job's ``verbose_json`` is the native API's: segments with ``id``, ``seek``, ``start``,
+``end``, ``text``, ``tokens``, ``temperature``, ``avg_logprob``, ``compression_ratio``,
+``no_speech_prob``, ``language`` and, with word timestamps, ``words``; ``duration``,
+``task`` and the ``language`` code at the top. Data stored before those fields existed is
+answered with what the job and its file know (the segment's place as ``id``, the file's
+duration, the job's task) and the engine's defaults for the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse, JsonResponse
+
+from transcriptions.engine.language_names import language_name
+from transcriptions.models import Transcription
+from transcriptions.openai.services import AudioRequest
+
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+# UTF-8 as it is, as OpenAI writes it (and DRF here, UNICODE_JSON).
+UNICODE_JSON = {"ensure_ascii": False}
+# OpenAI's segment object, and the value each field has where stored data lacks it.
+SEGMENT_DEFAULTS: dict[str, Any] = {
+    "seek": 0,
+    "tokens": [],
+    "temperature": 0.0,
+    "avg_logprob": 0.0,
+    "compression_ratio": 0.0,
+    "no_speech_prob": 0.0,
+}
+
+
+def openai_segment(index: int, segment: dict[str, Any]) -> dict[str, Any]:
+    """One stored segment as OpenAI's segment object (its words go to the top-level ``words``)."""
+    body: dict[str, Any] = {
+        "id": segment.get("id", index),
+        "seek": segment.get("seek", SEGMENT_DEFAULTS["seek"]),
+        "start": segment["start"],
+        "end": segment["end"],
+        "text": segment["text"],
+    }
+    for name in ("tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob"):
+        body[name] = segment.get(name, SEGMENT_DEFAULTS[name])
+    return body
+
+
+def openai_words(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every word of the stored segments, in order, as OpenAI's ``{"word", "start", "end"}``."""
+    return [
+        {"word": word["word"], "start": word["start"], "end": word["end"]}
+        for segment in segments
+        for word in segment.get("words") or ()
+    ]
+
+
+def verbose_json(job: Transcription, request: AudioRequest) -> dict[str, Any]:
+    """The ``verbose_json`` answer from a completed ``verbose_json`` job."""
+    data = job.data or {}
+    segments: list[dict[str, Any]] = data.get("segments") or []
+    body: dict[str, Any] = {
+        "task": data.get("task") or job.task,
+        "language": language_name(data.get("language") or job.reported_language),
+        "duration": float(data["duration"] if "duration" in data else job.file.duration),
+        "text": data.get("text", ""),
+    }
+    if not request.granularities or "segment" in request.granularities:
+        body["segments"] = [openai_segment(index, segment) for index, segment in enumerate(segments)]
+    if request.words:
+        body["words"] = openai_words(segments)
+    return body
+
+
+def _plain_text(text: str) -> HttpResponse:
+    # One final newline, as OpenAI's text answers end.
+    return HttpResponse(text.rstrip("\n") + "\n", content_type=TEXT_CONTENT_TYPE)
+
+
+def openai_transcription_response(job: Transcription, request: AudioRequest) -> HttpResponse:
+    """The answer in ``request.response_format`` from ``job``, completed."""
+    data = job.data or {}
+    fmt = request.response_format
+    if fmt == "json":
+        return JsonResponse({"text": data.get("text", "")}, json_dumps_params=UNICODE_JSON)
+    if fmt == "verbose_json":
+        return JsonResponse(verbose_json(job, request), json_dumps_params=UNICODE_JSON)
+    # text from verbose_json's text; srt and vtt store the whole file as their text.
+    return _plain_text(data.get("text", ""))
