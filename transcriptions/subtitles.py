@@ -49,6 +49,9 @@ _LANGUAGE_LIMITS: dict[str, tuple[int, float]] = {
 # cue is ended early at a full stop rather than filled up to the limit mid-clause.
 _CUE_COST = 1.0
 _LINE_BREAK_WEIGHT = 0.35
+# A line break between two plain words costs nothing, a better one less: so that setting a
+# cue in two lines is not in itself a reason to end cues earlier.
+_PLAIN_BREAK = 3.0
 _LINE_BALANCE_WEIGHT = 2.0
 _SHORT_CUE_CHARS = 12
 # A pause this long between two words is a natural place to end a cue even without punctuation.
@@ -217,7 +220,7 @@ def _tokens(result: Any) -> list[_Token]:
         for text, start, end, _ in pieces:
             tokens.append(_Token(text, start, end, next(flags), index, languages[index]))
     _make_monotonic(tokens)
-    return tokens
+    return _whole_words(tokens)
 
 
 def _segment_pieces(segment: Any, language: str | None, *, use_words: bool) -> list[_Piece]:
@@ -323,6 +326,29 @@ def _make_monotonic(tokens: list[_Token]) -> None:
         previous_start, previous_end = token.start, token.end
 
 
+def _whole_words(tokens: list[_Token]) -> list[_Token]:
+    """Join tokens the text writes together into one, so that no line or cue breaks between them.
+
+    Whisper splits a word at punctuation inside it (" 3" ".5", " e" "-mail"); a break there
+    would change the text's words. Between characters of scripts written without spaces a
+    break is allowed, except before closing punctuation or after an opening bracket.
+    """
+    words: list[_Token] = []
+    for token in tokens:
+        if words and not token.space_before and _written_together(words[-1].text[-1], token.text[0]):
+            words[-1].text += token.text
+            words[-1].end = max(words[-1].end, token.end)
+        else:
+            words.append(token)
+    return words
+
+
+def _written_together(before: str, after: str) -> bool:
+    if not (_is_spaceless(before) or _is_spaceless(after)):
+        return True
+    return unicodedata.category(after) in ("Pe", "Pf", "Po") or unicodedata.category(before) in ("Ps", "Pi")
+
+
 def _is_cjk(ch: str) -> bool:
     code = ord(ch)
     return (
@@ -403,7 +429,7 @@ class _BlockSplitter:
             if (top > self.max_chars and split > first) or (bottom > self.max_chars and split + 1 < last):
                 continue
             cost = _LINE_BALANCE_WEIGHT * abs(top - bottom) / self.max_chars
-            cost += _LINE_BREAK_WEIGHT * self.breaks[split]
+            cost += _LINE_BREAK_WEIGHT * (self.breaks[split] - _PLAIN_BREAK)
             if best is None or cost < best[0]:
                 best = (cost, split)
         return best
