@@ -11,7 +11,7 @@ The job's ``verbose_json`` is the native API's: segments with ``id``, ``seek``, 
 ``no_speech_prob``, ``language`` and, with word timestamps, ``words``; ``duration``,
 ``task`` and the ``language`` code at the top. Data stored before those fields existed is
 answered with what the job and its file know (the segment's place as ``id``, the file's
-duration, the job's task) and the engine's defaults for the rest.
+duration, the job's task) and the neutral defaults of :func:`transcriptions.formats.verbose_json`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from django.http import HttpResponse, JsonResponse
 
+from transcriptions import formats
 from transcriptions.engine.language_names import language_name
 from transcriptions.models import Transcription
 from transcriptions.openai.services import AudioRequest
@@ -27,54 +28,41 @@ from transcriptions.openai.services import AudioRequest
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 # UTF-8 as it is, as OpenAI writes it (and DRF here, UNICODE_JSON).
 UNICODE_JSON = {"ensure_ascii": False}
-# OpenAI's segment object, and the value each field has where stored data lacks it.
-SEGMENT_DEFAULTS: dict[str, Any] = {
-    "seek": 0,
-    "tokens": [],
-    "temperature": 0.0,
-    "avg_logprob": 0.0,
-    "compression_ratio": 0.0,
-    "no_speech_prob": 0.0,
-}
-
-
-def openai_segment(index: int, segment: dict[str, Any]) -> dict[str, Any]:
-    """One stored segment as OpenAI's segment object (its words go to the top-level ``words``)."""
-    body: dict[str, Any] = {
-        "id": segment.get("id", index),
-        "seek": segment.get("seek", SEGMENT_DEFAULTS["seek"]),
-        "start": segment["start"],
-        "end": segment["end"],
-        "text": segment["text"],
-    }
-    for name in ("tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob"):
-        body[name] = segment.get(name, SEGMENT_DEFAULTS[name])
-    return body
-
-
-def openai_words(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every word of the stored segments, in order, as OpenAI's ``{"word", "start", "end"}``."""
-    return [
-        {"word": word["word"], "start": word["start"], "end": word["end"]}
-        for segment in segments
-        for word in segment.get("words") or ()
-    ]
+# OpenAI's segment object: the stored segment's fields but its language and words.
+SEGMENT_FIELDS = (
+    "id",
+    "seek",
+    "start",
+    "end",
+    "text",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
+)
 
 
 def verbose_json(job: Transcription, request: AudioRequest) -> dict[str, Any]:
     """The ``verbose_json`` answer from a completed ``verbose_json`` job."""
     data = job.data or {}
-    segments: list[dict[str, Any]] = data.get("segments") or []
+    # The native verbose_json, with the engine's defaults where older stored data lacks a field.
+    stored = formats.verbose_json(data, word_timestamps=True)
     body: dict[str, Any] = {
         "task": data.get("task") or job.task,
-        "language": language_name(data.get("language") or job.reported_language),
+        "language": language_name(stored["language"] or job.reported_language),
+        # Older data has no duration: the file's measured one, rather than the last segment's end.
         "duration": float(data["duration"] if "duration" in data else job.file.duration),
-        "text": data.get("text", ""),
+        "text": stored["text"],
     }
     if not request.granularities or "segment" in request.granularities:
-        body["segments"] = [openai_segment(index, segment) for index, segment in enumerate(segments)]
+        body["segments"] = [{name: segment[name] for name in SEGMENT_FIELDS} for segment in stored["segments"]]
     if request.words:
-        body["words"] = openai_words(segments)
+        body["words"] = [
+            {"word": word["word"], "start": word["start"], "end": word["end"]}
+            for segment in stored["segments"]
+            for word in segment["words"]
+        ]
     return body
 
 
