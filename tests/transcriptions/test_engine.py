@@ -337,6 +337,7 @@ def test_word_timestamps_join_to_segment_text(model_cache: ModelCache, jfk_flac:
         for word in segment.words:
             assert previous_end <= word.start <= word.end <= segment.end
             assert round(word.start, 3) == word.start and round(word.end, 3) == word.end
+            assert type(word.start) is float and type(segment.start) is float  # not numpy's
             assert 0.0 <= word.probability <= 1.0
             previous_end = word.end
 

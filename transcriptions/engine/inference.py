@@ -215,14 +215,14 @@ def _segment(index: int, raw: RawSegment, language: str) -> Segment:
     if raw.words is not None:
         words = tuple(
             Word(
-                word=word.word, start=round(word.start, 3), end=round(word.end, 3), probability=float(word.probability)
+                word=word.word, start=_seconds(word.start), end=_seconds(word.end), probability=float(word.probability)
             )
             for word in raw.words
         )
     return Segment(
         id=index,
-        start=round(raw.start, 3),
-        end=round(raw.end, 3),
+        start=_seconds(raw.start),
+        end=_seconds(raw.end),
         text=raw.text.strip(),
         language=language,
         words=words,
@@ -233,6 +233,12 @@ def _segment(index: int, raw: RawSegment, language: str) -> Segment:
         compression_ratio=float(raw.compression_ratio),
         no_speech_prob=float(raw.no_speech_prob),
     )
+
+
+def _seconds(value: float) -> float:
+    # faster-whisper's times are numpy floats once word timestamps moved them: plain floats
+    # keep results comparable and printable as the numbers they are.
+    return round(float(value), 3)
 
 
 def _spoken_longest(segments: list[Segment], probabilities: list[float]) -> tuple[str | None, float]:
