@@ -7,10 +7,12 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import pytest
 from django.conf import settings
+from rest_framework.test import APIClient
 
 from accounts.models import User
 from files.media import convert_to_wav, ffmpeg_binary
@@ -62,6 +64,18 @@ def silence_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 MakeFile = Callable[..., File]
+Run = Callable[..., Any]
+
+
+@pytest.fixture
+def queue(client_session: APIClient, django_capture_on_commit_callbacks: Any) -> Run:
+    """POST /transcribe and run what it queued (eager Celery runs the task on commit)."""
+
+    def post(body: dict[str, Any], client: APIClient | None = None, run: bool = True) -> Any:
+        with django_capture_on_commit_callbacks(execute=run):
+            return (client or client_session).post("/api/v1/transcribe", body, format="json")
+
+    return post
 
 
 @pytest.fixture

@@ -20,8 +20,10 @@ from faster_whisper.audio import decode_audio
 from transcriptions import engine
 from transcriptions.engine import (
     BUNDLED_MODELS,
+    DEFAULT_TEMPERATURES,
     BundledModel,
     InvalidLanguage,
+    InvalidTask,
     ModelCache,
     PackageFile,
     TranscriptResult,
@@ -31,8 +33,10 @@ from transcriptions.engine import (
     install_bundled_models,
     is_multilingual_model,
     join_segment_texts,
+    temperature_schedule,
     transcribe,
     validate_language,
+    validate_task,
 )
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -76,6 +80,24 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def model_cache(models_dir: Path) -> ModelCache:
     return ModelCache(models_dir, max_models=2, cpu_threads=2)
+
+
+@pytest.fixture(scope="session")
+def multilingual_mp3() -> Path:
+    """60 s: the MIT licence read in English (to about 29 s), then in German."""
+    path = DATA_DIR / "multilingual.mp3"
+    if not path.exists():
+        pytest.skip("tests/data/multilingual.mp3 is missing")
+    return path
+
+
+def _write_wav(path: Path, samples: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+        writer.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -271,13 +293,7 @@ def test_tiny_en_transcribes_jfk(tiny_en_jfk: TranscriptResult) -> None:
 def test_transcribe_accepts_a_16k_mono_wav(
     model_cache: ModelCache, jfk_flac: Path, tmp_path: Path, tiny_en_jfk: TranscriptResult
 ) -> None:
-    samples = decode_audio(str(jfk_flac), sampling_rate=16000)
-    wav_path = tmp_path / "jfk.wav"
-    with wave.open(str(wav_path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(16000)
-        writer.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    wav_path = _write_wav(tmp_path / "jfk.wav", decode_audio(str(jfk_flac), sampling_rate=16000))
 
     result = transcribe(model_cache.get("ggml-tiny.en"), wav_path, language="en", vad_filter=True)
     assert _word_error_rate(JFK_REFERENCE, result.text) <= 0.1
@@ -289,6 +305,130 @@ def test_base_detects_english(model_cache: ModelCache, jfk_flac: Path) -> None:
     assert result.language == "en"
     assert 0.5 < result.language_probability <= 1.0
     assert _word_error_rate(JFK_REFERENCE, result.text) <= 0.1
+
+
+def test_segments_carry_whisper_fields(tiny_en_jfk: TranscriptResult) -> None:
+    result = tiny_en_jfk
+    assert result.task == "transcribe"
+    assert [segment.id for segment in result.segments] == list(range(len(result.segments)))
+    for segment in result.segments:
+        assert segment.language == "en"
+        assert segment.words is None
+        assert segment.tokens and all(isinstance(token, int) for token in segment.tokens)
+        assert segment.temperature == 0.0
+        assert segment.avg_logprob < 0.0
+        assert segment.compression_ratio > 0.0
+        assert 0.0 <= segment.no_speech_prob <= 1.0
+        assert segment.seek == 0  # one window
+
+
+def test_word_timestamps_join_to_segment_text(model_cache: ModelCache, jfk_flac: Path) -> None:
+    result = transcribe(
+        model_cache.get("ggml-tiny.en"), jfk_flac, language=None, vad_filter=False, word_timestamps=True
+    )
+    assert _word_error_rate(JFK_REFERENCE, result.text) <= 0.1
+    assert [segment.id for segment in result.segments] == list(range(len(result.segments)))
+    for segment in result.segments:
+        assert segment.words
+        # Whisper's leading spaces are kept, so the words are the segment's text as written.
+        assert "".join(word.word for word in segment.words).strip() == segment.text
+        assert all(word.word.startswith(" ") for word in segment.words)
+        previous_end = segment.start
+        for word in segment.words:
+            assert previous_end <= word.start <= word.end <= segment.end
+            assert round(word.start, 3) == word.start and round(word.end, 3) == word.end
+            assert type(word.start) is float and type(segment.start) is float  # not numpy's
+            assert 0.0 <= word.probability <= 1.0
+            previous_end = word.end
+
+
+def test_translate_needs_a_multilingual_model(model_cache: ModelCache, jfk_flac: Path) -> None:
+    with pytest.raises(InvalidTask, match="English-only"):
+        transcribe(model_cache.get("ggml-tiny.en"), jfk_flac, language=None, vad_filter=False, task="translate")
+    with pytest.raises(InvalidTask, match="summarize"):
+        transcribe(model_cache.get("ggml-base"), jfk_flac, language=None, vad_filter=False, task="summarize")
+    validate_task("translate", multilingual=True)
+    validate_task("transcribe", multilingual=False)
+    assert issubclass(InvalidTask, ValueError)
+
+
+def test_prompt_fixes_spelling(model_cache: ModelCache) -> None:
+    model = model_cache.get("ggml-tiny.en")
+    hotwords = DATA_DIR / "hotwords.mp3"
+    plain = transcribe(model, hotwords, language=None, vad_filter=False)
+    assert "comfy eye" in plain.text.lower()
+    hinted = transcribe(model, hotwords, language=None, vad_filter=False, prompt="ComfyUI")
+    # int8 tiny.en writes "comfyUI" here (float32 "ComfyUI"): the hint makes it one word.
+    assert "comfyui" in hinted.text.lower()
+    assert "comfy eye" not in hinted.text.lower()
+
+
+def test_prompt_reaches_every_window(model_cache: ModelCache, jfk_flac: Path, tmp_path: Path) -> None:
+    # JFK, 20 s of silence, then the hinted words in the second 30 s window. Whisper's
+    # initial prompt, which only the first window sees when the previous text is not carried
+    # over, left them "comfyu eye" there.
+    jfk = decode_audio(str(jfk_flac), sampling_rate=16000)
+    hotwords = decode_audio(str(DATA_DIR / "hotwords.mp3"), sampling_rate=16000)
+    silence = np.zeros(20 * 16000, dtype=np.float32)
+    path = _write_wav(tmp_path / "late-hotwords.wav", np.concatenate([jfk, silence, hotwords]))
+    result = transcribe(model_cache.get("ggml-tiny.en"), path, language=None, vad_filter=False, prompt="ComfyUI")
+    late = [segment.text for segment in result.segments if segment.seek > 0]
+    assert late and "ComfyUI" in " ".join(late)
+    assert _word_error_rate(JFK_REFERENCE, result.segments[0].text) <= 0.1
+
+
+def test_temperature_schedule() -> None:
+    assert temperature_schedule(None) == DEFAULT_TEMPERATURES == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    assert temperature_schedule(0.0) == DEFAULT_TEMPERATURES
+    assert temperature_schedule(0.3) == (0.3, 0.5, 0.7, 0.9)
+    assert temperature_schedule(0.6) == (0.6, 0.8, 1.0)
+    assert temperature_schedule(1.0) == (1.0,)
+    for wrong in (-0.1, 1.01, float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            temperature_schedule(wrong)
+
+
+def test_temperature_starts_the_schedule(model_cache: ModelCache, jfk_flac: Path) -> None:
+    result = transcribe(model_cache.get("ggml-tiny.en"), jfk_flac, language=None, vad_filter=False, temperature=0.6)
+    assert result.segments
+    assert {segment.temperature for segment in result.segments} <= {0.6, 0.8, 1.0}
+
+
+def test_a_given_language_is_every_segments(model_cache: ModelCache, jfk_flac: Path) -> None:
+    result = transcribe(model_cache.get("ggml-base"), jfk_flac, language="de", vad_filter=False)
+    assert result.segments
+    assert {segment.language for segment in result.segments} == {"de"}
+    assert (result.language, result.language_probability) == ("de", 1.0)
+
+
+_GERMAN_WORDS = {"genehmigung", "erteilt", "recht", "verwenden", "veröffentlichen", "verkaufen", "übertragen"}
+_ENGLISH_WORDS = {"permission", "granted", "charge", "software", "copies", "portions"}
+
+
+def test_mixed_languages_keep_each_segments_language(model_cache: ModelCache, multilingual_mp3: Path) -> None:
+    model = model_cache.get("ggml-base")
+    result = transcribe(model, multilingual_mp3, language=None, vad_filter=False, word_timestamps=True)
+
+    languages = [segment.language for segment in result.segments]
+    switch = languages.index("de")
+    assert switch > 0 and languages == ["en"] * switch + ["de"] * (len(languages) - switch)
+    english = _normalise(" ".join(segment.text for segment in result.segments[:switch])).split()
+    german = _normalise(" ".join(segment.text for segment in result.segments[switch:])).split()
+    assert len(_ENGLISH_WORDS & set(english)) == len(_ENGLISH_WORDS)
+    assert len(_GERMAN_WORDS & set(german)) >= 5, german
+    # The window where German is detected starts with the end of the English reading
+    # ("... substantial portions of the software"): those segments stay English.
+    assert not {"copies", "portions", "included"} & set(german)
+    assert 24.0 < result.segments[switch].start < 32.0
+
+    seconds = {code: sum(s.end - s.start for s in result.segments if s.language == code) for code in ("en", "de")}
+    assert result.language == max(seconds, key=seconds.__getitem__)
+    assert 0.5 < result.language_probability <= 1.0
+    assert [segment.id for segment in result.segments] == list(range(len(result.segments)))
+    for segment in result.segments:
+        assert segment.words and "".join(word.word for word in segment.words).strip() == segment.text
+    # The run's recorder stood in on a copy of the model only: the shared model is untouched.
+    assert type(model.model).__name__ == "Whisper"
 
 
 def test_join_segment_texts_keeps_whisper_spacing() -> None:

@@ -5,7 +5,7 @@ can run and be tested without Django configured; the transcriptions app passes i
 
 - :mod:`.models`: the bundled models installed from their Python packages, and the registry
   of model folders under the models folder;
-- :mod:`.languages`: which language codes a model accepts;
+- :mod:`.languages`: which language codes and tasks a model accepts;
 - :mod:`.cache`: :class:`ModelCache`, the models loaded by this process;
 - :mod:`.inference`: :func:`transcribe`, one audio file to a :class:`TranscriptResult`.
 """
@@ -19,9 +19,17 @@ from transcriptions.engine.cache import (
     default_compute_type,
     default_cpu_threads,
 )
-from transcriptions.engine.errors import EngineError, InvalidLanguage, UnknownModel
-from transcriptions.engine.inference import Segment, TranscriptResult, join_segment_texts, transcribe
-from transcriptions.engine.languages import supported_languages, validate_language
+from transcriptions.engine.errors import EngineError, InvalidLanguage, InvalidTask, UnknownModel
+from transcriptions.engine.inference import (
+    DEFAULT_TEMPERATURES,
+    Segment,
+    TranscriptResult,
+    Word,
+    join_segment_texts,
+    temperature_schedule,
+    transcribe,
+)
+from transcriptions.engine.languages import TASKS, supported_languages, validate_language, validate_task
 from transcriptions.engine.models import (
     BUNDLED_MODELS,
     MODEL_NAME_PATTERN,
@@ -39,16 +47,20 @@ __all__ = [
     "BUNDLED_MODELS",
     "DEFAULT_CPU_COMPUTE_TYPE",
     "DEFAULT_CUDA_COMPUTE_TYPE",
+    "DEFAULT_TEMPERATURES",
     "MODEL_NAME_PATTERN",
+    "TASKS",
     "BundledModel",
     "EngineError",
     "InvalidLanguage",
+    "InvalidTask",
     "ModelCache",
     "ModelInfo",
     "PackageFile",
     "Segment",
     "TranscriptResult",
     "UnknownModel",
+    "Word",
     "available_models",
     "default_compute_type",
     "default_cpu_threads",
@@ -58,6 +70,8 @@ __all__ = [
     "join_segment_texts",
     "resolve_model_path",
     "supported_languages",
+    "temperature_schedule",
     "transcribe",
     "validate_language",
+    "validate_task",
 ]

@@ -11,5 +11,9 @@ class InvalidLanguage(EngineError, ValueError):
     """A language code Whisper does not know, or a non-English code for an English-only model."""
 
 
+class InvalidTask(EngineError, ValueError):
+    """A task other than "transcribe" or "translate", or "translate" for an English-only model."""
+
+
 class UnknownModel(EngineError, LookupError):
     """No usable model folder of that name in the models folder."""

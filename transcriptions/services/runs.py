@@ -46,6 +46,8 @@ from transcriptions.services.prices import audio_seconds, job_cost, time_limits
 logger = logging.getLogger(__name__)
 
 Status = Transcription.Status
+# The formats whose cues are cut from word timestamps.
+SUBTITLES = frozenset({Transcription.Format.SRT, Transcription.Format.VTT})
 
 
 def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
@@ -78,12 +80,11 @@ def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
     job = claimed[0]
     context = job.batch_log_context()
     started = time.perf_counter()
+    wanted = {claimed_job.format for claimed_job in claimed}
     try:
-        result = _transcribe(file=file, model_name=job.model, language=job.language or None)
-        rendered = {
-            fmt: formats.render(result.segments, result.text, result.language, fmt)
-            for fmt in {claimed_job.format for claimed_job in claimed}
-        }
+        # Subtitle cues are cut at word boundaries, so they need the words' times.
+        result = _transcribe(file=file, job=job, word_timestamps=job.word_timestamps or bool(wanted & SUBTITLES))
+        rendered = {fmt: formats.render(result, fmt, word_timestamps=job.word_timestamps) for fmt in wanted}
     except Exception as exc:
         reason = _failure_reason(exc, file=file, job=job)
         if reason is None:
@@ -190,10 +191,20 @@ def _charge(job: Transcription, cost: int) -> bool:
     return True
 
 
-def _transcribe(*, file: File, model_name: str, language: str | None) -> engine.TranscriptResult:
-    model = worker.model_cache().get(model_name)
+def _transcribe(*, file: File, job: Transcription, word_timestamps: bool) -> engine.TranscriptResult:
+    """One inference run with the options of ``job``'s batch (every job of a batch has the same)."""
+    model = worker.model_cache().get(job.model)
     with file_wav_local_path(file) as wav_path:
-        return engine.transcribe(model, wav_path, language=language, vad_filter=settings.WHISPER_VAD_FILTER)
+        return engine.transcribe(
+            model,
+            wav_path,
+            language=job.language or None,
+            vad_filter=settings.WHISPER_VAD_FILTER if job.vad_filter is None else job.vad_filter,
+            word_timestamps=word_timestamps,
+            prompt=job.prompt,
+            task=job.task,
+            temperature=job.temperature,
+        )
 
 
 def _failure_reason(exc: Exception, *, file: File, job: Transcription) -> str | None:
@@ -207,6 +218,8 @@ def _failure_reason(exc: Exception, *, file: File, job: Transcription) -> str | 
         return f"Transcription failed: model {job.model} is not installed"
     if isinstance(exc, engine.InvalidLanguage):
         return f"Invalid language: {job.language}"
+    if isinstance(exc, engine.InvalidTask):
+        return f"Invalid task: {job.task}. Model {job.model} is English-only"
     if isinstance(exc, av.error.FFmpegError):
         return "Transcription failed: the file's audio could not be decoded"
     if isinstance(exc, MemoryError):
