@@ -7,7 +7,6 @@ hotwords.mp3 (4 s) is the translation's, on the multilingual ggml-base.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ import openai
 import pytest
 
 from tests.site.conftest import DATA, Served
-from transcriptions.engine.inference import transcribe
 
 pytestmark = pytest.mark.served
 
@@ -36,11 +34,6 @@ def client(served: Served, account: tuple[str, str]) -> Iterator[openai.OpenAI]:
     # The SDK's own retries stay on (max_retries=2 by default), as a user's client has them.
     with openai.OpenAI(base_url=served.url + "/api/v1", api_key=account[1], timeout=120) as sdk:
         yield sdk
-
-
-def engine_has(option: str) -> bool:
-    """Whether the engine's transcribe() takes ``option`` yet (interfaces section 1)."""
-    return option in inspect.signature(transcribe).parameters
 
 
 def balance(served: Served, api_key: str) -> int:
@@ -124,10 +117,8 @@ def test_verbose_json_with_words_and_segments(client: openai.OpenAI) -> None:
             timestamp_granularities=["word", "segment"],
         )
     assert result.segments and result.words is not None
-    # TIGHTEN once the engine's word timestamps are merged: assert the words unconditionally.
-    if engine_has("word_timestamps"):
-        assert normalised(" ".join(word.word for word in result.words)) == normalised(result.text)
-        assert all(word.start <= word.end for word in result.words)
+    assert normalised(" ".join(word.word for word in result.words)) == normalised(result.text)
+    assert all(word.start <= word.end for word in result.words)
     with JFK.open("rb") as audio:
         words_only = client.audio.transcriptions.create(
             file=audio, model="ggml-tiny.en", response_format="verbose_json", timestamp_granularities=["word"]
@@ -142,10 +133,7 @@ def test_a_translation_into_english(client: openai.OpenAI) -> None:
     with (DATA / "hotwords.mp3").open("rb") as audio:
         result = client.audio.translations.create(file=audio, model="ggml-base", response_format="verbose_json")
     assert result.text.strip()
-    # TIGHTEN once the engine translates (interfaces section 1): assert the task unconditionally.
-    # Until then the job runs as a transcription, and its stored verbose_json says so.
-    if engine_has("task"):
-        assert getattr(result, "task", None) == "translate"
+    assert getattr(result, "task", None) == "translate"
 
 
 def test_models_list_and_retrieve(client: openai.OpenAI) -> None:

@@ -8,7 +8,6 @@ stays pending: the 504 test needs exactly that).
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import math
@@ -23,7 +22,6 @@ from accounts.models import User
 from files.models import File
 from tests.conftest import make_user
 from tests.transcriptions.conftest import DATA_DIR, JFK_REFERENCE, word_error_rate
-from transcriptions.engine.inference import transcribe
 from transcriptions.engine.language_names import LANGUAGE_NAMES, language_name
 from transcriptions.models import Transcription
 from transcriptions.openai.errors import failed_job_error
@@ -54,11 +52,6 @@ def openai_error(response: Any, status: int) -> dict[str, Any]:
     body = json.loads(response.content)
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
     return body["error"]
-
-
-def engine_has(option: str) -> bool:
-    """Whether the engine's transcribe() takes ``option`` yet (interfaces section 1)."""
-    return option in inspect.signature(transcribe).parameters
 
 
 def balance(user: User) -> int:
@@ -284,9 +277,7 @@ def test_every_format_is_one_charged_job_of_one_stored_file(installed_models: Pa
     for segment in verbose["segments"]:
         assert {"seek", "start", "end", "text", "tokens", "temperature", "avg_logprob"} <= set(segment)
     assert all(set(word) == {"word", "start", "end"} for word in verbose["words"])
-    # TIGHTEN once the engine's word timestamps are merged: assert the words unconditionally.
-    if engine_has("word_timestamps"):
-        assert " ".join(word["word"] for word in verbose["words"]).split() == verbose["text"].split()
+    assert " ".join(word["word"] for word in verbose["words"]).split() == verbose["text"].split()
     assert balance(user) == start - 2 * cost
 
     for fmt, head in (("text", "And so"), ("srt", "1\n00:00:00,000 --> "), ("vtt", "WEBVTT\n\n00:00:00.000 --> ")):
