@@ -73,8 +73,13 @@ class PatternCharField(serializers.CharField):
         super().__init__(**kwargs)
 
 
+class StrictPatternCharField(StrictCharField, PatternCharField):
+    """A JSON string (no number or boolean turned into text) with a documented ``pattern``."""
+
+
 class PatternCharFieldSchema(OpenApiSerializerFieldExtension):
     target_class = PatternCharField
+    match_subclasses = True
 
     def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
@@ -562,7 +567,8 @@ class ApiKeyListOutputSerializer(serializers.Serializer):
 
 
 class ApiKeyCreateInputSerializer(serializers.Serializer):
-    name = StrictCharField(
+    name = StrictPatternCharField(
+        pattern=NO_NUL_PATTERN,
         required=True,
         allow_blank=True,
         trim_whitespace=False,

@@ -139,7 +139,9 @@ def api_document(result: dict[str, Any], generator: Any, request: Any, public: b
     result.setdefault("info", {})["description"] = (
         "Self-hosted Whisper transcription: accounts, files, transcriptions and admin.\n\n"
         "Every success body is JSON. **Every error is one line of `text/plain`** with the "
-        "status code shown (never JSON, never HTML). Identifiers are UUIDv7 written as 32 "
+        "status code shown (never HTML), except on the OpenAI-compatible routes (tag `openai`: "
+        "`/audio/transcriptions`, `/audio/translations`, `/models`), which answer OpenAI's "
+        "JSON error objects as OpenAI's clients expect. Identifiers are UUIDv7 written as 32 "
         "lowercase hex digits; timestamps are UTC `YYYY-MM-DD HH:MM:SS`.\n\n"
         "Authenticate with `Authorization: Bearer <api-key>` or `Authorization: Basic <session-id>` "
         "(the raw session id, no base64)."

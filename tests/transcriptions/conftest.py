@@ -35,6 +35,16 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(normalise(reference), normalise(hypothesis)))
 
 
+def subtitle_text(subtitles: str) -> str:
+    """The cue text of an SRT or WebVTT file, every cue line joined with one space."""
+    blocks = subtitles.split("\n\n")
+    if blocks[0].startswith("WEBVTT"):
+        lines = [line for block in blocks[1:] for line in block.split("\n")[1:]]
+    else:
+        lines = [line for block in blocks if block for line in block.split("\n")[2:]]
+    return " ".join(lines)
+
+
 def ffmpeg(*args: str) -> None:
     """Run the bundled ffmpeg quietly; fail the test with its message."""
     subprocess.run([ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
