@@ -487,7 +487,7 @@ class AudioTranslationViewSet(OpenAIViewMixin, viewsets.ViewSet):
             **_audio_errors(
                 (
                     400,
-                    "Invalid task: translate. Model ggml-tiny.en is English-only: name a multilingual model",
+                    "Invalid task: translate. Model ggml-tiny.en is English-only",
                     None,
                     "model",
                 ),

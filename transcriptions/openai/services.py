@@ -17,7 +17,7 @@ from django.conf import settings
 from accounts.models import User
 from files.services import file_upload
 from files.uploads import StreamedUpload
-from transcriptions import engine, services
+from transcriptions import services
 from transcriptions.models import Transcription
 from transcriptions.openai.errors import INSUFFICIENT_QUOTA, OpenAIError
 from transcriptions.openai.selectors import WHISPER_1, openai_model_list
@@ -68,31 +68,6 @@ def openai_model_resolve(*, name: str) -> str:
     return settings.DEFAULT_MODEL if name == WHISPER_1 else name
 
 
-def _check_language(*, language: str | None, model: str) -> None:
-    # Before the upload is stored: a refused request leaves no file behind. The same rule
-    # as transcription_create's, which checks again.
-    if not language:
-        return
-    multilingual = engine.is_multilingual_model(model)
-    try:
-        engine.validate_language(language.strip().lower(), multilingual)
-    except engine.InvalidLanguage:
-        if not multilingual and language.strip().lower() in engine.supported_languages(True):
-            message = f"Invalid language: {language}. Model {model} supports only: en"
-        else:
-            message = f"Invalid language: {language}"
-        raise OpenAIError(message, 400, param="language") from None
-
-
-def _check_task(*, task: str, model: str) -> None:
-    if task == Transcription.Task.TRANSLATE and not engine.is_multilingual_model(model):
-        raise OpenAIError(
-            f"Invalid task: translate. Model {model} is English-only: name a multilingual model",
-            400,
-            param="model",
-        )
-
-
 _UPLOAD_REFUSALS = {
     "file_too_large": (413, None),
     "empty_file": (400, None),
@@ -122,8 +97,14 @@ def openai_transcription_create(*, user: User, part: StreamedUpload, request: Au
     json, text and verbose_json), with word timestamps when ``word`` is asked.
     """
     model = openai_model_resolve(name=request.model)
-    _check_language(language=request.language, model=model)
-    _check_task(task=request.task, model=model)
+    options = services.TranscriptOptions(
+        word_timestamps=request.words,
+        prompt=request.prompt,
+        task=request.task,
+        temperature=request.temperature,
+    )
+    # Before the upload is stored: a refused request leaves no file behind.
+    services.transcription_request_check(model=model, language=request.language, options=options)
     uploaded = file_upload(user=user, part=part)
     if uploaded.file is None:
         raise _upload_refusal(uploaded.error or "", uploaded.message)
@@ -133,12 +114,7 @@ def openai_transcription_create(*, user: User, part: StreamedUpload, request: Au
         model=model,
         language=request.language,
         formats=[JOB_FORMATS[request.response_format]],
-        options=services.TranscriptOptions(
-            word_timestamps=request.words,
-            prompt=request.prompt,
-            task=request.task,
-            temperature=request.temperature,
-        ),
+        options=options,
     )
     return job
 

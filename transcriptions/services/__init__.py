@@ -21,6 +21,7 @@ from transcriptions.services.jobs import (
     transcription_create,
     transcription_delete,
     transcription_file_ready,
+    transcription_request_check,
 )
 from transcriptions.services.prices import audio_seconds, job_cost, time_limits
 from transcriptions.services.recovery import transcription_requeue, transcription_requeue_stuck
@@ -48,6 +49,7 @@ __all__ = [
     "transcription_file_failed",
     "transcription_file_ready",
     "transcription_pending_fail",
+    "transcription_request_check",
     "transcription_requeue",
     "transcription_requeue_stuck",
 ]

@@ -97,6 +97,22 @@ def _task_for_model(task: str, model: str) -> str:
     return task
 
 
+def transcription_request_check(
+    *, model: str | None, language: str | None, options: TranscriptOptions
+) -> tuple[str, str, str]:
+    """The checks of a request that need no file, in order: the model, the language, the task, the prompt.
+
+    Returns the model's name (``None``: the default model), the language code to use
+    ("" to detect) and the task; raises :class:`ApplicationError` (a 400) otherwise.
+    """
+    model_name = _installed_model(model)
+    language_code = _language_for_model(language, model_name)
+    task = _task_for_model(options.task, model_name)
+    if len(options.prompt) > PROMPT_MAX_CHARS:
+        raise ApplicationError(f"Invalid prompt: at most {PROMPT_MAX_CHARS} characters", 400)
+    return model_name, language_code, task
+
+
 def transcription_create(
     *,
     user: User,
@@ -117,11 +133,7 @@ def transcription_create(
     is fine: its jobs wait for it. Asking twice for one format is one job.
     """
     options = options or TranscriptOptions()
-    model_name = _installed_model(model)
-    language_code = _language_for_model(language, model_name)
-    task = _task_for_model(options.task, model_name)
-    if len(options.prompt) > PROMPT_MAX_CHARS:
-        raise ApplicationError(f"Invalid prompt: at most {PROMPT_MAX_CHARS} characters", 400)
+    model_name, language_code, task = transcription_request_check(model=model, language=language, options=options)
     file = file_get_owned(user=user, file_id=file_id)
     if file is None:
         raise ApplicationError(FILE_NOT_FOUND_MESSAGE, 404)
