@@ -18,12 +18,12 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-# Debian's Chromium for the browser tests; without it (not root, no apt) they
-# skip and say why.
+# Debian's Chromium for the browser tests and nginx for the compose proxy's
+# tests; without them (not root, no apt) those tests skip and say why.
 browser:
-	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
-	  echo "chromium not installed: tests/site/test_browser.py will skip"
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver -a -x /usr/sbin/nginx || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nginx-light >/dev/null) || \
+	  echo "chromium or nginx not installed: tests/site/test_browser.py or the proxy tests of test_slow_clients.py will skip"
 
 run: install
 	$(PY) manage.py serve --port $(PORT)
