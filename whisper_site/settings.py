@@ -294,7 +294,8 @@ AVATAR_MAX_BYTES = env_int("AVATAR_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
 # Untrusted media (files.media, files.images; docs/files.md "Bounded media"):
 # picture and video frame sizes are read from the headers and refused over
 # these before anything is decoded; probing and ffmpeg run in child processes
-# under an address-space limit (MB) and with at most MEDIA_THREADS threads.
+# under an address-space limit (MB), probing with at most MEDIA_THREADS threads and
+# conversions with CONVERSION_FFMPEG_THREADS.
 AVATAR_MAX_SIDE = env_int("AVATAR_MAX_SIDE", 4096, minimum=1)
 VIDEO_MAX_WIDTH = env_int("VIDEO_MAX_WIDTH", 8192, minimum=2)
 VIDEO_MAX_HEIGHT = env_int("VIDEO_MAX_HEIGHT", 8192, minimum=2)
@@ -302,6 +303,9 @@ VIDEO_MAX_PIXELS = env_int("VIDEO_MAX_PIXELS", 40_000_000, minimum=4)
 MEDIA_MEMORY_LIMIT_MB = env_int("MEDIA_MEMORY_LIMIT_MB", 6144, minimum=512)
 MEDIA_PROBE_MEMORY_LIMIT_MB = env_int("MEDIA_PROBE_MEMORY_LIMIT_MB", 1024, minimum=384)
 MEDIA_THREADS = env_int("MEDIA_THREADS", 2, minimum=1)
+# ffmpeg's -threads (decoders, filters, encoders) of each conversion; probing an upload
+# keeps MEDIA_THREADS.
+CONVERSION_FFMPEG_THREADS = env_int("CONVERSION_FFMPEG_THREADS", 1, minimum=1)
 
 # Transcription
 DEFAULT_MODEL = env_str("DEFAULT_MODEL", "ggml-tiny.en")
