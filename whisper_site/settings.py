@@ -433,6 +433,21 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Conversions (files) -------------------------------------------------------
+# Both phases of a conversion (the WAV, then the MP3/MP4) and their re-queues go to
+# CONVERSION_QUEUE, never to the transcription queue: a conversion worker (`manage.py
+# serve` starts one, compose runs `converter`) takes them, so that no transcription
+# waits behind a video's encode. A worker that consumes CONVERSION_QUEUE and not
+# TRANSCRIPTION_QUEUE runs its pool processes, and so their ffmpeg, at nice
+# CONVERSION_NICE (files/worker.py); ffmpeg's threads are CONVERSION_FFMPEG_THREADS
+# (above). CONVERSION_QUEUE set to the transcription queue puts everything back on one
+# queue (and `manage.py serve` on one worker).
+CONVERSION_QUEUE = env_str("CONVERSION_QUEUE", "conversion")
+CONVERSION_WORKER_CONCURRENCY = env_int("CONVERSION_WORKER_CONCURRENCY", 1, minimum=1)
+CONVERSION_NICE = env_int("CONVERSION_NICE", 10, minimum=0)
+if CONVERSION_NICE > 19:
+    raise ImproperlyConfigured(f"CONVERSION_NICE must be at most 19, got {CONVERSION_NICE}")
+
 # --- Quotas per account and the longest media (files, transcriptions) -----------
 # What one account may hold and queue (docs/files.md "Duration and quotas",
 # docs/transcription.md "POST /transcribe"):
