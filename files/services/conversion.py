@@ -6,6 +6,13 @@ queues phase two (``file_convert_media``, task ``files.convert_media``), which
 stores the MP3 (audio) or MP4 (video), marks the file ready (``file_ready``) and
 deletes the original upload. Any failure fails the file with a reason
 (``file_fail``, ``file_failed``) and deletes everything stored for it.
+
+Both phases, and their re-queues, go to ``CONVERSION_QUEUE``, which conversion
+workers consume (at a lower CPU priority, ffmpeg on
+``CONVERSION_FFMPEG_THREADS`` threads); transcriptions go to
+``TRANSCRIPTION_QUEUE``. Nothing here relies on the order of the two queues:
+a transcription needs only the WAV, recorded before anything is queued after
+it, and phase two needs only the WAV and the original.
 """
 
 from __future__ import annotations
@@ -125,7 +132,8 @@ def _enqueue_on_commit(task: Any, file: File, limits: tuple[int, int]) -> None:
 
     def enqueue() -> None:
         try:
-            task.apply_async(args=[file_id.hex], soft_time_limit=soft, time_limit=hard)
+            # The queue is read when the message is sent, as the transcriptions' is.
+            task.apply_async(args=[file_id.hex], queue=settings.CONVERSION_QUEUE, soft_time_limit=soft, time_limit=hard)
         except Exception:
             if task.app.conf.task_always_eager:
                 # Eager mode runs the task here: its errors are its own.
@@ -146,8 +154,10 @@ def file_convert_audio(*, file_id: uuid.UUID) -> None:
     The WAV is stored and recorded at once (``File.wav_name``, the file still
     ``processing``) and ``file_audio_ready`` is sent, so that transcription can
     start while a long video is still being encoded. Once that commits, phase
-    two is queued behind the transcription the signal queued: a worker with one
-    process transcribes first, then encodes.
+    two is queued on the conversion queue: the transcription the signal queued
+    runs on a transcription worker meanwhile, not after the encode. (With
+    ``CONVERSION_QUEUE`` set to the transcription queue, one queue again, the
+    transcription is queued first and so runs first.)
 
     The file's duration becomes the WAV's (its samples counted), recorded in
     the same UPDATE as the WAV and so before anything can transcribe it: costs
@@ -185,6 +195,9 @@ def file_convert_audio(*, file_id: uuid.UUID) -> None:
                 transaction.on_commit(lambda: file_audio_ready.send(sender=File, file_id=file_id))
                 # Registered after the signal: on_commit callbacks run in
                 # order, so the transcription is queued before phase two.
+                # Only one shared queue makes that an order of work; with
+                # queues of their own, both run at once, and neither needs
+                # the other (see file_convert_media).
                 _convert_media_enqueue(file)
         if not recorded:
             conversion.discard_unclaimed()
@@ -206,6 +219,15 @@ def file_convert_media(*, file_id: uuid.UUID) -> None:
     conditional UPDATE finds the file still processing keeps what it stored. A
     failure fails the file and deletes everything stored for it, the WAV
     included.
+
+    Runs at the same time as the file's transcriptions (another queue, another
+    worker), which read only the WAV: marking the file ready changes nothing
+    for them (``file_ready`` queues their batches again if they are still
+    pending: a second message, which finds nothing to claim once the first has
+    run). A failure here deletes the WAV under a transcription that may be
+    reading it: one that has read it completes; one that has not yet opened it
+    fails, refunded, as its audio is missing; jobs still pending fail with the
+    conversion's reason (``file_failed``).
     """
     file = File.objects.filter(id=file_id, state=File.State.PROCESSING).first()
     if file is None:
