@@ -443,7 +443,9 @@ CELERY_BEAT_SCHEDULE = {
 # (above). CONVERSION_QUEUE set to the transcription queue puts everything back on one
 # queue (and `manage.py serve` on one worker).
 CONVERSION_QUEUE = env_str("CONVERSION_QUEUE", "conversion")
-CONVERSION_WORKER_CONCURRENCY = env_int("CONVERSION_WORKER_CONCURRENCY", 1, minimum=1)
+# Two processes: one may spend minutes on a video's encode while the other makes the
+# WAVs that transcriptions wait for (files/services/conversion.py, priorities).
+CONVERSION_WORKER_CONCURRENCY = env_int("CONVERSION_WORKER_CONCURRENCY", 2, minimum=1)
 CONVERSION_NICE = env_int("CONVERSION_NICE", 10, minimum=0)
 if CONVERSION_NICE > 19:
     raise ImproperlyConfigured(f"CONVERSION_NICE must be at most 19, got {CONVERSION_NICE}")

@@ -7,10 +7,10 @@ stores the MP3 (audio) or MP4 (video), marks the file ready (``file_ready``) and
 deletes the original upload. Any failure fails the file with a reason
 (``file_fail``, ``file_failed``) and deletes everything stored for it.
 
-Both phases, and their re-queues, go to ``CONVERSION_QUEUE``, which conversion
-workers consume (at a lower CPU priority, ffmpeg on
-``CONVERSION_FFMPEG_THREADS`` threads); transcriptions go to
-``TRANSCRIPTION_QUEUE``. Nothing here relies on the order of the two queues:
+Both phases, and their re-queues, go to ``CONVERSION_QUEUE``, phase one before
+phase two in priority, which conversion workers consume (at a lower CPU
+priority, ffmpeg on ``CONVERSION_FFMPEG_THREADS`` threads); transcriptions go
+to ``TRANSCRIPTION_QUEUE``. Nothing here relies on the order of the two queues:
 a transcription needs only the WAV, recorded before anything is queued after
 it, and phase two needs only the WAV and the original.
 """
@@ -66,6 +66,14 @@ WAV_BASENAME = "audio.wav"
 
 QUEUE_FAILED_REASON = "Conversion could not be queued; upload the file again"
 
+# Priorities of the two phases' messages on the conversion queue (Redis takes 0 first,
+# 9 last). Phase one only decodes the sound and a transcription waits for it; phase two
+# may be a long video's encode, for which only the download waits. So a WAV never waits
+# behind encodes still queued, only for a conversion process to be free, which with two
+# processes (CONVERSION_WORKER_CONCURRENCY) and one video encoding is at once.
+WAV_PHASE_PRIORITY = 0
+MEDIA_PHASE_PRIORITY = 9
+
 
 def convert_time_limits(*, kind: str, duration: float) -> tuple[int, int]:
     """Celery's (soft, hard) time limits of phase two (the MP3/MP4) of a file of ``kind`` and ``duration``.
@@ -113,7 +121,7 @@ def file_convert_enqueue(*, file: File) -> None:
     """
     from files.tasks import file_convert_audio_task  # tasks import this module
 
-    _enqueue_on_commit(file_convert_audio_task, file, convert_wav_time_limits())
+    _enqueue_on_commit(file_convert_audio_task, file, convert_wav_time_limits(), WAV_PHASE_PRIORITY)
 
 
 def _convert_media_enqueue(file: File) -> None:
@@ -123,17 +131,24 @@ def _convert_media_enqueue(file: File) -> None:
     """
     from files.tasks import file_convert_media_task  # tasks import this module
 
-    _enqueue_on_commit(file_convert_media_task, file, convert_time_limits(kind=file.kind, duration=file.duration))
+    limits = convert_time_limits(kind=file.kind, duration=file.duration)
+    _enqueue_on_commit(file_convert_media_task, file, limits, MEDIA_PHASE_PRIORITY)
 
 
-def _enqueue_on_commit(task: Any, file: File, limits: tuple[int, int]) -> None:
+def _enqueue_on_commit(task: Any, file: File, limits: tuple[int, int], priority: int) -> None:
     file_id, user_id = file.id, file.owner_id
     soft, hard = limits
 
     def enqueue() -> None:
         try:
             # The queue is read when the message is sent, as the transcriptions' is.
-            task.apply_async(args=[file_id.hex], queue=settings.CONVERSION_QUEUE, soft_time_limit=soft, time_limit=hard)
+            task.apply_async(
+                args=[file_id.hex],
+                queue=settings.CONVERSION_QUEUE,
+                priority=priority,
+                soft_time_limit=soft,
+                time_limit=hard,
+            )
         except Exception:
             if task.app.conf.task_always_eager:
                 # Eager mode runs the task here: its errors are its own.

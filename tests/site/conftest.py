@@ -264,5 +264,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield server
     finally:
         server.stop()
+        # Phase two's messages wait in the conversion queue's list of priority 9.
+        client.delete(f"{conversion_queue}\x06\x169")
         client.delete(*(name for q in (queue, conversion_queue) for name in (q, f"_kombu.binding.{q}")))
         client.close()

@@ -149,11 +149,11 @@ def test_the_conversion_worker_runs_its_pool_at_a_lower_priority_than_the_transc
     workers = celery_workers(served)
     assert set(workers) == {"transcription", "conversion"}
     base = nice(served.process.pid)
-    # One pool process by default (CONVERSION_WORKER_CONCURRENCY).
+    # Two pool processes by default (CONVERSION_WORKER_CONCURRENCY).
     conversion_pool = pool_processes(workers["conversion"])
     transcription_pool = pool_processes(workers["transcription"])
-    assert len(conversion_pool) == 1 and len(transcription_pool) >= 1
-    assert [nice(pid) for pid in conversion_pool] == [max(base, 10)]
+    assert len(conversion_pool) == 2 and len(transcription_pool) >= 1
+    assert [nice(pid) for pid in conversion_pool] == [max(base, 10)] * 2
     assert {nice(pid) for pid in transcription_pool} == {base}
     # The main processes, which only take and acknowledge messages, keep serve's priority.
     assert (nice(workers["conversion"]), nice(workers["transcription"])) == (base, base)

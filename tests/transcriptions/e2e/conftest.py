@@ -201,7 +201,8 @@ def e2e(
         for key, value in previous.items():
             setattr(celery_app.conf, key, value)
         _forget_connections()
-        client.delete(queue, conversion_queue)
+        # Phase two's messages wait in the conversion queue's list of priority 9.
+        client.delete(queue, conversion_queue, f"{conversion_queue}\x06\x169")
         client.close()
 
 
