@@ -49,9 +49,14 @@ logger = logging.getLogger(__name__)
 
 # Conversion time budget: a fixed part plus a multiple of the media's
 # duration (x264 is far slower than MP3 encoding). Celery's soft limit ends
-# ffmpeg and records the failure; the hard limit is the backstop.
+# ffmpeg and records the failure; the hard limit is the backstop. A
+# conversion worker runs ffmpeg on one thread at nice 10, and so at about a
+# tenth of a core while transcriptions keep every core busy: 1080p H.264
+# (veryfast) then took 8.5 s per second of video (0.6 s unloaded; 2 cores),
+# hence 12 s. A budget sized for an idle machine would fail such a file,
+# its WAV and its waiting jobs with it, only because transcriptions ran.
 CONVERT_BASE_SECONDS = 120
-CONVERT_SECONDS_PER_MEDIA_SECOND = {File.Kind.AUDIO: 1.0, File.Kind.VIDEO: 4.0}
+CONVERT_SECONDS_PER_MEDIA_SECOND = {File.Kind.AUDIO: 1.0, File.Kind.VIDEO: 12.0}
 # The WAV phase only decodes the sound (video is demuxed, not decoded):
 # measured 170-530x real time (Opus, MP3, AAC, FLAC; 2 loaded cores), so a
 # tenth of a second per second of audio leaves a wide margin. It is applied
@@ -82,7 +87,7 @@ def convert_time_limits(*, kind: str, duration: float) -> tuple[int, int]:
     the decoded audio's, not the upload header's. Capped below the broker's
     visibility timeout (``task_time_limits``).
     """
-    return task_time_limits(soft=CONVERT_BASE_SECONDS + CONVERT_SECONDS_PER_MEDIA_SECOND.get(kind, 4.0) * duration)
+    return task_time_limits(soft=CONVERT_BASE_SECONDS + CONVERT_SECONDS_PER_MEDIA_SECOND.get(kind, 12.0) * duration)
 
 
 def convert_wav_time_limits() -> tuple[int, int]:
