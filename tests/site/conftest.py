@@ -118,6 +118,10 @@ class Served:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def output(self, name: str) -> list[str]:
+        """The lines process ``name`` (``web``, ``transcription``, ``conversion``) wrote, without serve's prefix."""
+        return re.findall(rf"^{re.escape(name)} *\| (.*)$", self.log(), re.MULTILINE)
+
     def worker_ready(self, name: str) -> bool:
         """Whether the worker ``name`` said it is ready, on a line of its own output."""
         return re.search(rf"^{re.escape(name)} *\| .* ready\.$", self.log(), re.MULTILINE) is not None
