@@ -201,8 +201,10 @@ def e2e(
         for key, value in previous.items():
             setattr(celery_app.conf, key, value)
         _forget_connections()
-        # Phase two's messages wait in the conversion queue's list of priority 9.
+        # Phase two's messages wait in the conversion queue's list of priority 9; kombu
+        # keeps each queue's binding in a set of its own.
         client.delete(queue, conversion_queue, f"{conversion_queue}\x06\x169")
+        client.delete(f"_kombu.binding.{queue}", f"_kombu.binding.{conversion_queue}")
         client.close()
 
 
