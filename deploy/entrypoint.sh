@@ -1,9 +1,12 @@
 #!/bin/sh
 # Entrypoint of the Whisper API image. The first argument is the role:
-#   web      migrate, install the bundled models, serve the API with gunicorn
-#   worker   install the bundled models, run a Celery worker (WORKER_QUEUES: -Q)
-#   beat     run Celery beat, the periodic recovery of stuck jobs (one per deployment)
-#   manage   run a management command: `manage createsuperuser`, `manage grant_tokens ...`
+#   web        migrate, install the bundled models, serve the API with gunicorn
+#   worker     install the bundled models, run a Celery worker (WORKER_QUEUES: -Q)
+#              for transcriptions
+#   converter  run a Celery worker on CONVERSION_QUEUE only: file conversions
+#              (ffmpeg), its pool at nice CONVERSION_NICE; no models needed
+#   beat       run Celery beat, the periodic recovery of stuck jobs (one per deployment)
+#   manage     run a management command: `manage createsuperuser`, `manage grant_tokens ...`
 # Anything else is run as given.
 set -eu
 
@@ -51,6 +54,13 @@ case "$role" in
             set -- -Q "$WORKER_QUEUES" "$@"
         fi
         exec celery -A whisper_site worker "$@"
+        ;;
+    converter)
+        # The default queue name is the settings' (CONVERSION_QUEUE). The pool
+        # processes lower their own priority (files/worker.py): a worker that
+        # consumes the conversion queue and not the transcription queue does.
+        exec celery -A whisper_site worker -Q "${CONVERSION_QUEUE:-conversion}" \
+            --loglevel "${LOG_LEVEL:-INFO}" --concurrency "${CONVERSION_WORKER_CONCURRENCY:-2}" "$@"
         ;;
     beat)
         # The schedule's state is disposable: keep it off the shared volume.

@@ -58,6 +58,7 @@ __all__ = [
     "convert_to_wav",
     "convert_video_to_mp4",
     "ffmpeg_binary",
+    "ffmpeg_command",
     "probe_media",
     "wav_duration",
 ]
@@ -146,8 +147,9 @@ class MediaLimits:
 
     The defaults are the settings' defaults (``VIDEO_MAX_WIDTH``,
     ``VIDEO_MAX_HEIGHT``, ``VIDEO_MAX_PIXELS``, ``MEDIA_MEMORY_LIMIT_MB``,
-    ``MEDIA_PROBE_MEMORY_LIMIT_MB``, ``MEDIA_THREADS``); callers with Django
-    settings pass ``MediaLimits.from_settings(settings)``.
+    ``MEDIA_PROBE_MEMORY_LIMIT_MB``, ``MEDIA_THREADS``,
+    ``CONVERSION_FFMPEG_THREADS``); callers with Django settings pass
+    ``MediaLimits.from_settings(settings)``.
     """
 
     #: Largest video frame accepted, read from the stream headers.
@@ -157,14 +159,20 @@ class MediaLimits:
     #: Address-space limit of each ffmpeg run. Address space, not resident
     #: memory: ffmpeg's threads reserve far more than they touch. Measured
     #: with 2 threads (H.264 veryfast): a 4K video peaks at about 2 GB, one
-    #: of 40 megapixels at about 5.7 GB, which this default lets through.
+    #: of 40 megapixels at about 5.7 GB, which this default lets through
+    #: (fewer threads reserve less).
     memory_limit_mb: int = 6144
     #: Address-space limit of the child process that probes a file (PyAV
     #: decodes a few frames there): about 160 MB is the interpreter itself,
     #: a 40-megapixel H.264 video probes within 400 MB.
     probe_memory_limit_mb: int = 1024
-    #: Decoder, filter and encoder threads of one probe or conversion.
+    #: Decoder threads of one probe (PyAV in the bounded child process).
     threads: int = 2
+    #: ffmpeg's decoder, filter and encoder threads of one conversion. One by
+    #: default: conversions run beside transcriptions, at a lower priority,
+    #: and a conversion that takes every core slows the transcription down
+    #: however low its priority (memory bandwidth, caches).
+    conversion_threads: int = 1
 
     @classmethod
     def from_settings(cls, settings: Any) -> MediaLimits:
@@ -177,6 +185,7 @@ class MediaLimits:
             memory_limit_mb=getattr(settings, "MEDIA_MEMORY_LIMIT_MB", default.memory_limit_mb),
             probe_memory_limit_mb=getattr(settings, "MEDIA_PROBE_MEMORY_LIMIT_MB", default.probe_memory_limit_mb),
             threads=getattr(settings, "MEDIA_THREADS", default.threads),
+            conversion_threads=getattr(settings, "CONVERSION_FFMPEG_THREADS", default.conversion_threads),
         )
 
     def frame_refusal(self, width: int, height: int) -> str | None:
@@ -879,17 +888,21 @@ def _bounded_argv(argv: list[str], memory_limit_mb: int) -> list[str]:
     return [python, "-I", "-S", "-c", _EXEC_WITH_MEMORY_LIMIT, str(memory_limit_mb * 1024 * 1024), *argv]
 
 
-def _run_ffmpeg(
+def ffmpeg_command(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     output_args: list[str],
-    timeout: float | None,
-    limits: MediaLimits,
-) -> Path:
-    dst_path = Path(dst)
-    part = _partial_path(dst_path)
-    threads = str(limits.threads)
-    argv = [
+    limits: MediaLimits = DEFAULT_LIMITS,
+) -> list[str]:
+    """The ffmpeg command line that converts ``src`` into ``dst`` with ``output_args``, within ``limits``.
+
+    Inputs restricted to local files in an allowed format, frames bounded
+    (``max_pixels``), and ``limits.conversion_threads`` threads for the
+    decoders, the filters and the encoders. What :func:`_run_ffmpeg` runs
+    (under the address-space limit, writing to a partial file first).
+    """
+    threads = str(limits.conversion_threads)
+    return [
         ffmpeg_binary(),
         "-nostdin",
         "-hide_banner",
@@ -915,8 +928,20 @@ def _run_ffmpeg(
         "-threads",
         threads,
         *output_args,
-        _file_url(part),
+        _file_url(dst),
     ]
+
+
+def _run_ffmpeg(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    output_args: list[str],
+    timeout: float | None,
+    limits: MediaLimits,
+) -> Path:
+    dst_path = Path(dst)
+    part = _partial_path(dst_path)
+    argv = ffmpeg_command(src, part, output_args, limits)
     tail: collections.deque[bytes] = collections.deque(maxlen=_STDERR_TAIL_BYTES // 1024)
     try:
         try:

@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from transcriptions import engine
+from whisper_site.celery import worker_consumes
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def on_worker_process_init(**kwargs: Any) -> None:
     global _cache
     # Each process loads its own models (the main process never loads any, but be sure).
     _cache = None
+    if worker_consumes(settings.TRANSCRIPTION_QUEUE) is False:
+        return  # a conversion worker: it never transcribes, a model would only take memory
     threading.Thread(target=_warm_and_unload_idle, name="whisper-models", daemon=True).start()
 
 

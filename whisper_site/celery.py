@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whisper_site.settings")
 
 app = Celery("whisper_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The queues the worker this process belongs to consumes: recorded by the worker's main
+# process at worker_init (once -Q is applied, before the pool forks) and inherited by its
+# pool processes. None outside a worker.
+_worker_queues: frozenset[str] | None = None
+
+
+@worker_init.connect(weak=False, dispatch_uid="whisper_site.worker_queues")
+def _record_worker_queues(sender: Any, **kwargs: Any) -> None:
+    # sender: the worker (WorkController), whose queues -Q has selected by now.
+    global _worker_queues
+    _worker_queues = frozenset(sender.app.amqp.queues.consume_from)
+
+
+def worker_consumes(queue: str) -> bool | None:
+    """Whether this process's worker consumes ``queue`` (its ``-Q``, else the default queue).
+
+    None outside a worker, or where the worker's queues are not known.
+    """
+    if _worker_queues is None:
+        return None
+    return queue in _worker_queues
+
 
 # The hard time limit is this much longer than the soft one: time for the soft limit's
 # handler to record the failure before the process is killed.

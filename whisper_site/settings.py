@@ -294,7 +294,8 @@ AVATAR_MAX_BYTES = env_int("AVATAR_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
 # Untrusted media (files.media, files.images; docs/files.md "Bounded media"):
 # picture and video frame sizes are read from the headers and refused over
 # these before anything is decoded; probing and ffmpeg run in child processes
-# under an address-space limit (MB) and with at most MEDIA_THREADS threads.
+# under an address-space limit (MB), probing with at most MEDIA_THREADS threads and
+# conversions with CONVERSION_FFMPEG_THREADS.
 AVATAR_MAX_SIDE = env_int("AVATAR_MAX_SIDE", 4096, minimum=1)
 VIDEO_MAX_WIDTH = env_int("VIDEO_MAX_WIDTH", 8192, minimum=2)
 VIDEO_MAX_HEIGHT = env_int("VIDEO_MAX_HEIGHT", 8192, minimum=2)
@@ -302,6 +303,9 @@ VIDEO_MAX_PIXELS = env_int("VIDEO_MAX_PIXELS", 40_000_000, minimum=4)
 MEDIA_MEMORY_LIMIT_MB = env_int("MEDIA_MEMORY_LIMIT_MB", 6144, minimum=512)
 MEDIA_PROBE_MEMORY_LIMIT_MB = env_int("MEDIA_PROBE_MEMORY_LIMIT_MB", 1024, minimum=384)
 MEDIA_THREADS = env_int("MEDIA_THREADS", 2, minimum=1)
+# ffmpeg's -threads (decoders, filters, encoders) of each conversion; probing an upload
+# keeps MEDIA_THREADS.
+CONVERSION_FFMPEG_THREADS = env_int("CONVERSION_FFMPEG_THREADS", 1, minimum=1)
 
 # Transcription
 DEFAULT_MODEL = env_str("DEFAULT_MODEL", "ggml-tiny.en")
@@ -428,6 +432,23 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS)},
     },
 }
+
+# --- Conversions (files) -------------------------------------------------------
+# Both phases of a conversion (the WAV, then the MP3/MP4) and their re-queues go to
+# CONVERSION_QUEUE, never to the transcription queue: a conversion worker (`manage.py
+# serve` starts one, compose runs `converter`) takes them, so that no transcription
+# waits behind a video's encode. A worker that consumes CONVERSION_QUEUE and not
+# TRANSCRIPTION_QUEUE runs its pool processes, and so their ffmpeg, at nice
+# CONVERSION_NICE (files/worker.py); ffmpeg's threads are CONVERSION_FFMPEG_THREADS
+# (above). CONVERSION_QUEUE set to the transcription queue puts everything back on one
+# queue (and `manage.py serve` on one worker).
+CONVERSION_QUEUE = env_str("CONVERSION_QUEUE", "conversion")
+# Two processes: one may spend minutes on a video's encode while the other makes the
+# WAVs that transcriptions wait for (files/services/conversion.py, priorities).
+CONVERSION_WORKER_CONCURRENCY = env_int("CONVERSION_WORKER_CONCURRENCY", 2, minimum=1)
+CONVERSION_NICE = env_int("CONVERSION_NICE", 10, minimum=0)
+if CONVERSION_NICE > 19:
+    raise ImproperlyConfigured(f"CONVERSION_NICE must be at most 19, got {CONVERSION_NICE}")
 
 # --- Quotas per account and the longest media (files, transcriptions) -----------
 # What one account may hold and queue (docs/files.md "Duration and quotas",

@@ -6,6 +6,13 @@ queues phase two (``file_convert_media``, task ``files.convert_media``), which
 stores the MP3 (audio) or MP4 (video), marks the file ready (``file_ready``) and
 deletes the original upload. Any failure fails the file with a reason
 (``file_fail``, ``file_failed``) and deletes everything stored for it.
+
+Both phases, and their re-queues, go to ``CONVERSION_QUEUE``, phase one before
+phase two in priority, which conversion workers consume (at a lower CPU
+priority, ffmpeg on ``CONVERSION_FFMPEG_THREADS`` threads); transcriptions go
+to ``TRANSCRIPTION_QUEUE``. Nothing here relies on the order of the two queues:
+a transcription needs only the WAV, recorded before anything is queued after
+it, and phase two needs only the WAV and the original.
 """
 
 from __future__ import annotations
@@ -42,9 +49,14 @@ logger = logging.getLogger(__name__)
 
 # Conversion time budget: a fixed part plus a multiple of the media's
 # duration (x264 is far slower than MP3 encoding). Celery's soft limit ends
-# ffmpeg and records the failure; the hard limit is the backstop.
+# ffmpeg and records the failure; the hard limit is the backstop. A
+# conversion worker runs ffmpeg on one thread at nice 10, and so at about a
+# tenth of a core while transcriptions keep every core busy: 1080p H.264
+# (veryfast) then took 8.5 s per second of video (0.6 s unloaded; 2 cores),
+# hence 12 s. A budget sized for an idle machine would fail such a file,
+# its WAV and its waiting jobs with it, only because transcriptions ran.
 CONVERT_BASE_SECONDS = 120
-CONVERT_SECONDS_PER_MEDIA_SECOND = {File.Kind.AUDIO: 1.0, File.Kind.VIDEO: 4.0}
+CONVERT_SECONDS_PER_MEDIA_SECOND = {File.Kind.AUDIO: 1.0, File.Kind.VIDEO: 12.0}
 # The WAV phase only decodes the sound (video is demuxed, not decoded):
 # measured 170-530x real time (Opus, MP3, AAC, FLAC; 2 loaded cores), so a
 # tenth of a second per second of audio leaves a wide margin. It is applied
@@ -59,6 +71,14 @@ WAV_BASENAME = "audio.wav"
 
 QUEUE_FAILED_REASON = "Conversion could not be queued; upload the file again"
 
+# Priorities of the two phases' messages on the conversion queue (Redis takes 0 first,
+# 9 last). Phase one only decodes the sound and a transcription waits for it; phase two
+# may be a long video's encode, for which only the download waits. So a WAV never waits
+# behind encodes still queued, only for a conversion process to be free, which with two
+# processes (CONVERSION_WORKER_CONCURRENCY) and one video encoding is at once.
+WAV_PHASE_PRIORITY = 0
+MEDIA_PHASE_PRIORITY = 9
+
 
 def convert_time_limits(*, kind: str, duration: float) -> tuple[int, int]:
     """Celery's (soft, hard) time limits of phase two (the MP3/MP4) of a file of ``kind`` and ``duration``.
@@ -67,7 +87,7 @@ def convert_time_limits(*, kind: str, duration: float) -> tuple[int, int]:
     the decoded audio's, not the upload header's. Capped below the broker's
     visibility timeout (``task_time_limits``).
     """
-    return task_time_limits(soft=CONVERT_BASE_SECONDS + CONVERT_SECONDS_PER_MEDIA_SECOND.get(kind, 4.0) * duration)
+    return task_time_limits(soft=CONVERT_BASE_SECONDS + CONVERT_SECONDS_PER_MEDIA_SECOND.get(kind, 12.0) * duration)
 
 
 def convert_wav_time_limits() -> tuple[int, int]:
@@ -106,7 +126,7 @@ def file_convert_enqueue(*, file: File) -> None:
     """
     from files.tasks import file_convert_audio_task  # tasks import this module
 
-    _enqueue_on_commit(file_convert_audio_task, file, convert_wav_time_limits())
+    _enqueue_on_commit(file_convert_audio_task, file, convert_wav_time_limits(), WAV_PHASE_PRIORITY)
 
 
 def _convert_media_enqueue(file: File) -> None:
@@ -116,16 +136,24 @@ def _convert_media_enqueue(file: File) -> None:
     """
     from files.tasks import file_convert_media_task  # tasks import this module
 
-    _enqueue_on_commit(file_convert_media_task, file, convert_time_limits(kind=file.kind, duration=file.duration))
+    limits = convert_time_limits(kind=file.kind, duration=file.duration)
+    _enqueue_on_commit(file_convert_media_task, file, limits, MEDIA_PHASE_PRIORITY)
 
 
-def _enqueue_on_commit(task: Any, file: File, limits: tuple[int, int]) -> None:
+def _enqueue_on_commit(task: Any, file: File, limits: tuple[int, int], priority: int) -> None:
     file_id, user_id = file.id, file.owner_id
     soft, hard = limits
 
     def enqueue() -> None:
         try:
-            task.apply_async(args=[file_id.hex], soft_time_limit=soft, time_limit=hard)
+            # The queue is read when the message is sent, as the transcriptions' is.
+            task.apply_async(
+                args=[file_id.hex],
+                queue=settings.CONVERSION_QUEUE,
+                priority=priority,
+                soft_time_limit=soft,
+                time_limit=hard,
+            )
         except Exception:
             if task.app.conf.task_always_eager:
                 # Eager mode runs the task here: its errors are its own.
@@ -146,8 +174,10 @@ def file_convert_audio(*, file_id: uuid.UUID) -> None:
     The WAV is stored and recorded at once (``File.wav_name``, the file still
     ``processing``) and ``file_audio_ready`` is sent, so that transcription can
     start while a long video is still being encoded. Once that commits, phase
-    two is queued behind the transcription the signal queued: a worker with one
-    process transcribes first, then encodes.
+    two is queued on the conversion queue: the transcription the signal queued
+    runs on a transcription worker meanwhile, not after the encode. (With
+    ``CONVERSION_QUEUE`` set to the transcription queue, one queue again, the
+    transcription is queued first and so runs first.)
 
     The file's duration becomes the WAV's (its samples counted), recorded in
     the same UPDATE as the WAV and so before anything can transcribe it: costs
@@ -185,6 +215,9 @@ def file_convert_audio(*, file_id: uuid.UUID) -> None:
                 transaction.on_commit(lambda: file_audio_ready.send(sender=File, file_id=file_id))
                 # Registered after the signal: on_commit callbacks run in
                 # order, so the transcription is queued before phase two.
+                # Only one shared queue makes that an order of work; with
+                # queues of their own, both run at once, and neither needs
+                # the other (see file_convert_media).
                 _convert_media_enqueue(file)
         if not recorded:
             conversion.discard_unclaimed()
@@ -206,6 +239,15 @@ def file_convert_media(*, file_id: uuid.UUID) -> None:
     conditional UPDATE finds the file still processing keeps what it stored. A
     failure fails the file and deletes everything stored for it, the WAV
     included.
+
+    Runs at the same time as the file's transcriptions (another queue, another
+    worker), which read only the WAV: marking the file ready changes nothing
+    for them (``file_ready`` queues their batches again if they are still
+    pending: a second message, which finds nothing to claim once the first has
+    run). A failure here deletes the WAV under a transcription that may be
+    reading it: one that has read it completes; one that has not yet opened it
+    fails, refunded, as its audio is missing; jobs still pending fail with the
+    conversion's reason (``file_failed``).
     """
     file = File.objects.filter(id=file_id, state=File.State.PROCESSING).first()
     if file is None:

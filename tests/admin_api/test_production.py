@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
-from tests.site.conftest import free_port
+from tests.site.conftest import REDIS_URL, descendants, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
-APP_SERVICES = ("web", "worker", "beat", "worker-gpu")
+APP_SERVICES = ("web", "worker", "converter", "beat", "worker-gpu")
 
 
 @pytest.fixture(scope="module")
@@ -96,33 +97,51 @@ def test_production_serves_no_debug_pages(tmp_path: Path) -> None:
 
 def test_compose_has_the_services_of_a_deployment(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"postgres", "redis", "web", "worker", "beat", "minio"} <= set(services)
+    assert {"postgres", "redis", "web", "worker", "converter", "beat", "minio"} <= set(services)
     assert services["postgres"]["image"].startswith("postgres:16")
     assert services["redis"]["image"].startswith("redis:7")
     # A restarted Redis keeps its queue.
     assert services["redis"]["command"][-2:] == ["--appendonly", "yes"]
     assert services["web"]["command"] == ["web"]
     assert services["worker"]["command"] == ["worker"]
+    assert services["converter"]["command"] == ["converter"]
     assert services["beat"]["command"] == ["beat"]
 
 
 def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("postgres", "redis", "web", "worker", "worker-gpu", "minio"):
+    for name in ("postgres", "redis", "web", "worker", "converter", "worker-gpu", "minio"):
         test = services[name]["healthcheck"]["test"]
         assert test and test[0] in {"CMD", "CMD-SHELL"}, name
     assert any("/api/v1/health" in part for part in services["web"]["healthcheck"]["test"])
     assert "inspect ping" in services["worker"]["healthcheck"]["test"][1]
+    assert "inspect ping" in services["converter"]["healthcheck"]["test"][1]
 
 
 def test_workers_scale(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         # A fixed name would make `--scale worker=N` fail.
         assert "container_name" not in service, name
-    worker = compose["services"]["worker"]
-    assert "ports" not in worker
-    assert worker["depends_on"]["web"]["condition"] == "service_healthy"
-    assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("worker", "converter"):
+        worker = compose["services"][name]
+        assert "ports" not in worker, name
+        assert worker["depends_on"]["web"]["condition"] == "service_healthy", name
+        assert worker["depends_on"]["postgres"]["condition"] == "service_healthy", name
+
+
+def test_conversions_have_workers_of_their_own_that_yield_the_cpu(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    # Every app service sends conversions to the same queue; only the converter takes it.
+    for name in APP_SERVICES:
+        assert services[name]["environment"]["CONVERSION_QUEUE"] == "${CONVERSION_QUEUE:-conversion}", name
+    assert services["worker"]["environment"]["WORKER_QUEUES"] == "${WORKER_QUEUES:-}"
+    converter = services["converter"]
+    assert "WHISPER_DEVICE" not in converter["environment"]
+    # nice orders processes within a container only: across containers the CPU is shared
+    # by weight, the converter's below the workers' default (1024).
+    assert converter["cpu_shares"] == "${CONVERTER_CPU_SHARES:-128}"
+    assert "cpu_shares" not in services["worker"]
+    assert converter["environment"]["CONVERSION_FFMPEG_THREADS"] == "${CONVERSION_FFMPEG_THREADS:-1}"
 
 
 def test_settings_come_from_the_environment(compose: dict[str, Any]) -> None:
@@ -267,6 +286,43 @@ def test_the_web_role_serves_the_api_and_the_static_files_collected_at_build(tmp
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_the_converter_role_runs_a_worker_on_the_conversion_queue_alone_at_a_lower_priority(tmp_path: Path) -> None:
+    queue = f"test-converter-{secrets.token_hex(6)}"
+    env = image_env(tmp_path, REDIS_URL=REDIS_URL, CONVERSION_QUEUE=queue, CONVERSION_WORKER_CONCURRENCY="1")
+    log_path = tmp_path / "converter.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(ENTRYPOINT), "converter"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while " ready." not in log_path.read_text(errors="replace"):
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.25)
+        log = log_path.read_text()
+        # Its queues: the conversion queue and nothing else.
+        assert re.findall(r"\.> (\S+) +exchange=", log) == [queue]
+        (pool,) = [pid for pid in descendants(process.pid) if int(_stat(pid)[1]) == process.pid]
+        base = int(_stat(process.pid)[16])
+        assert int(_stat(pool)[16]) == max(base, 10)
+        # No model is loaded where no transcription runs (a transcription worker's pool
+        # loads its default model within a second or two of being ready).
+        time.sleep(3)
+        assert "Loaded model" not in log_path.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        client = redis.Redis.from_url(REDIS_URL)
+        client.delete(queue, f"_kombu.binding.{queue}")
+        client.close()
+
+
+def _stat(pid: int) -> list[str]:
+    # /proc/PID/stat after the command name: [1] is the parent, [16] the nice value.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def test_the_manage_role_runs_management_commands(tmp_path: Path) -> None:

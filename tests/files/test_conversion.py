@@ -343,7 +343,7 @@ def test_time_limits_scale_with_duration() -> None:
     from files import services
 
     assert services.convert_time_limits(kind="audio", duration=100) == (220, 280)
-    assert services.convert_time_limits(kind="video", duration=100) == (520, 580)
+    assert services.convert_time_limits(kind="video", duration=100) == (1320, 1380)
     # Never past the broker's visibility timeout (6 h by default).
     assert services.convert_time_limits(kind="video", duration=10 * 3600) == (6 * 3600 - 120, 6 * 3600 - 60)
 

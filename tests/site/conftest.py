@@ -1,10 +1,10 @@
 """The service as ``make run`` starts it: ``manage.py serve --port P`` in a subprocess.
 
 ``served`` is one such server for the session: a temporary ``DATA_DIR`` (its own
-SQLite database, media, models and cache), real gunicorn, and a real Celery
-worker with embedded beat on the real Redis (database 15, never a developer's
-database 0, and a queue of its own so that no other worker takes its
-messages). Nothing else differs from ``make run``: in particular no static
+SQLite database, media, models and cache), real gunicorn, and the real Celery
+workers, one for transcriptions (with embedded beat) and one for conversions,
+on the real Redis (database 15, never a developer's database 0, and queues of
+their own so that no other worker takes their messages). Nothing else differs from ``make run``: in particular no static
 files are collected, as ``make run`` collects none.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -40,7 +41,9 @@ PASSWORD = "Served-Passw0rd!"
 # Settings a developer's or CI's shell may set that `make run` on a fresh
 # clone would not have: the server under test gets the embedded defaults.
 UNSET = ("DATABASE_URL", "STATIC_ROOT", "MEDIA_ROOT", "MODELS_DIR", "CACHE_URL", "PRODUCTION", "DEBUG", "SECRET_KEY")
-UNSET_PREFIXES = ("CELERY_", "S3_", "TRANSCRIPTION_", "SQLITE_")
+UNSET_PREFIXES = ("CELERY_", "S3_", "TRANSCRIPTION_", "CONVERSION_", "SQLITE_")
+# The Celery workers `manage.py serve` starts, by the name that starts each line of theirs.
+WORKERS = ("transcription", "conversion")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,6 +109,7 @@ class Served:
     data_dir: Path
     env: dict[str, str]
     log_path: Path
+    workers: tuple[str, ...] = WORKERS
 
     @property
     def url(self) -> str:
@@ -114,13 +118,21 @@ class Served:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def output(self, name: str) -> list[str]:
+        """The lines process ``name`` (``web``, ``transcription``, ``conversion``) wrote, without serve's prefix."""
+        return re.findall(rf"^{re.escape(name)} *\| (.*)$", self.log(), re.MULTILINE)
+
+    def worker_ready(self, name: str) -> bool:
+        """Whether the worker ``name`` said it is ready, on a line of its own output."""
+        return re.search(rf"^{re.escape(name)} *\| .* ready\.$", self.log(), re.MULTILINE) is not None
+
     def wait_ready(self, timeout: float = START_SECONDS) -> None:
-        """Until gunicorn answers /api/v1/health and the worker says it is ready."""
+        """Until gunicorn answers /api/v1/health and every worker says it is ready."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"serve exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            if " ready." in self.log():
+            if all(map(self.worker_ready, self.workers)):
                 try:
                     if self.request("GET", "/api/v1/health")[0] == 200:
                         return
@@ -213,8 +225,8 @@ class Served:
         return row["uuid"]
 
 
-def serve_start(data_dir: Path, **extra_env: str) -> Served:
-    """``manage.py serve --port P`` from the repository root, as ``make run`` runs it."""
+def serve_start(data_dir: Path, workers: tuple[str, ...] = WORKERS, **extra_env: str) -> Served:
+    """``manage.py serve --port P`` from the repository root, as ``make run`` runs it; ``workers``: its workers."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = serve_env(data_dir, **extra_env)
@@ -227,7 +239,7 @@ def serve_start(data_dir: Path, **extra_env: str) -> Served:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    served = Served(process=process, port=port, data_dir=data_dir, env=env, log_path=log_path)
+    served = Served(process=process, port=port, data_dir=data_dir, env=env, log_path=log_path, workers=workers)
     try:
         served.wait_ready()
     except BaseException:
@@ -238,19 +250,25 @@ def serve_start(data_dir: Path, **extra_env: str) -> Served:
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One ``make run`` server for the session, on Redis database 15 with a queue of its own."""
+    """One ``make run`` server for the session, on Redis database 15 with queues of its own."""
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         client.ping()
     except redis.RedisError as exc:
         pytest.fail(f"the served-site tests need Redis at {REDIS_URL}: {exc}")
     queue = f"served-{uuid.uuid4().hex[:12]}"
+    conversion_queue = f"served-conversions-{uuid.uuid4().hex[:12]}"
     server = serve_start(
-        tmp_path_factory.mktemp("served") / "data", REDIS_URL=REDIS_URL, CELERY_TASK_DEFAULT_QUEUE=queue
+        tmp_path_factory.mktemp("served") / "data",
+        REDIS_URL=REDIS_URL,
+        CELERY_TASK_DEFAULT_QUEUE=queue,
+        CONVERSION_QUEUE=conversion_queue,
     )
     try:
         yield server
     finally:
         server.stop()
-        client.delete(queue, f"_kombu.binding.{queue}")
+        # Phase two's messages wait in the conversion queue's list of priority 9.
+        client.delete(f"{conversion_queue}\x06\x169")
+        client.delete(*(name for q in (queue, conversion_queue) for name in (q, f"_kombu.binding.{q}")))
         client.close()

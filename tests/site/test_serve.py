@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.site.conftest import DATA, ROOT, Served, alive, descendants, free_port, serve_start
+from tests.site.conftest import DATA, REDIS_URL, ROOT, Served, alive, descendants, free_port, serve_start
 
 pytestmark = pytest.mark.served
 
@@ -84,14 +87,16 @@ def test_without_redis_the_embedded_broker_carries_the_work_and_ctrl_c_stops_eve
         assert "Broker: filesystem://" in served.log()
         _, api_key = served.register("offline")
         file_id = served.upload(DATA / "jfk.flac", api_key)
-        # The worker converts the upload: the MP3 streams once the conversion is done.
+        # The conversion worker converts the upload: the MP3 streams once the conversion is done.
         deadline = time.monotonic() + 120
         while (status := served.request("GET", f"/api/v1/file/{file_id}")[0]) != 200:
             assert time.monotonic() < deadline, f"conversion not done: {status}\n{served.log()[-3000:]}"
             time.sleep(0.5)
+        assert task_runs(served, "files.convert_audio") == task_runs(served, "files.convert_media") == ["conversion"]
         processes = descendants(served.process.pid)
-        # gunicorn's master and workers, Celery's main process, pool and beat.
-        assert len(processes) >= 5, processes
+        # gunicorn's master and workers; each Celery worker's main process and pool; beat.
+        assert len(processes) >= 7, processes
+        assert len(celery_workers(served)) == 2
     finally:
         status = served.stop()
     assert status == 0, served.log()[-3000:]
@@ -99,3 +104,99 @@ def test_without_redis_the_embedded_broker_carries_the_work_and_ctrl_c_stops_eve
     assert [pid for pid in processes if alive(pid)] == []
     # Everything the run wrote is under DATA_DIR: nothing new in the folder it ran in.
     assert set(ROOT.iterdir()) == before
+
+
+# --- the two workers ---------------------------------------------------------------
+
+
+def task_runs(served: Served, task: str) -> list[str]:
+    """The workers (by the name that starts their lines) that received ``task``, once per message."""
+    pattern = rf"^(\w+) *\| .*Task {re.escape(task)}\[[0-9a-f-]+\] received$"
+    return re.findall(pattern, served.log(), re.MULTILINE)
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: [0] is field 3 (state), [16] field 19 (nice)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def nice(pid: int) -> int:
+    return int(proc_stat(pid)[16])
+
+
+def celery_workers(served: Served) -> dict[str, int]:
+    """The main process of each Celery worker under ``served``, by its node name's first part."""
+    found = {}
+    for pid in descendants(served.process.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"celery" in argv and b"-n" in argv and int(proc_stat(pid)[1]) == served.process.pid:
+            found[argv[argv.index(b"-n") + 1].decode().split("@")[0]] = pid
+    return found
+
+
+def pool_processes(pid: int) -> list[int]:
+    """A Celery worker's children: its pool processes, and beat where it embeds it."""
+    return [child for child in descendants(pid) if int(proc_stat(child)[1]) == pid]
+
+
+def test_the_conversion_worker_runs_its_pool_at_a_lower_priority_than_the_transcription_worker(
+    served: Served,
+) -> None:
+    workers = celery_workers(served)
+    assert set(workers) == {"transcription", "conversion"}
+    base = nice(served.process.pid)
+    # Two pool processes by default (CONVERSION_WORKER_CONCURRENCY).
+    conversion_pool = pool_processes(workers["conversion"])
+    transcription_pool = pool_processes(workers["transcription"])
+    assert len(conversion_pool) == 2 and len(transcription_pool) >= 1
+    assert [nice(pid) for pid in conversion_pool] == [max(base, 10)] * 2
+    assert {nice(pid) for pid in transcription_pool} == {base}
+    # The main processes, which only take and acknowledge messages, keep serve's priority.
+    assert (nice(workers["conversion"]), nice(workers["transcription"])) == (base, base)
+    # Both in serve's session: Linux shares the CPU between sessions before nice counts.
+    assert {proc_stat(pid)[3] for pid in (*conversion_pool, *transcription_pool)} == {proc_stat(served.process.pid)[3]}
+
+
+def test_each_line_of_serve_says_which_process_wrote_it(served: Served) -> None:
+    log = served.log()
+    assert served.worker_ready("transcription") and served.worker_ready("conversion")
+    prefixed = re.findall(r"^(web|transcription|conversion) *\| ", log, re.MULTILINE)
+    assert {"web", "transcription", "conversion"} <= set(prefixed)
+    # Conversions are on their own queue, transcriptions on theirs.
+    assert re.search(r"^conversion *\| .*\.> served-conversions-\w+ +exchange=", log, re.MULTILINE)
+    assert re.search(r"^transcription *\| .*\.> served-[0-9a-f]+ +exchange=", log, re.MULTILINE)
+
+
+def test_with_the_conversion_queue_set_to_the_transcription_queue_one_worker_runs_both(tmp_path: Path) -> None:
+    queue = f"served-merged-{uuid.uuid4().hex[:12]}"
+    served = serve_start(
+        tmp_path / "data",
+        workers=("worker",),
+        REDIS_URL=REDIS_URL,
+        CELERY_TASK_DEFAULT_QUEUE=queue,
+        CONVERSION_QUEUE=queue,
+    )
+    try:
+        assert "One worker for transcriptions and conversions" in served.log()
+        _, api_key = served.register("merged")
+        file_id = served.upload(DATA / "jfk.flac", api_key)
+        deadline = time.monotonic() + 120
+        while (status := served.request("GET", f"/api/v1/file/{file_id}")[0]) != 200:
+            assert time.monotonic() < deadline, f"conversion not done: {status}\n{served.log()[-3000:]}"
+            time.sleep(0.5)
+        assert task_runs(served, "files.convert_media") == ["worker"]
+        workers = celery_workers(served)
+        assert list(workers) == ["worker"]
+        # It transcribes too: its pool keeps serve's priority.
+        assert {nice(pid) for pid in pool_processes(workers["worker"])} == {nice(served.process.pid)}
+    finally:
+        status = served.stop()
+        client = redis.Redis.from_url(REDIS_URL)
+        client.delete(queue, f"_kombu.binding.{queue}")
+        client.close()
+    assert status == 0, served.log()[-3000:]
+    assert served.log().rstrip().endswith("Stopped.")

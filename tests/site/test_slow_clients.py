@@ -461,7 +461,7 @@ def test_behind_nginx_the_client_address_reaches_the_app(served: Served, nginx_f
         )
         assert sock.response()[0] == 200
     deadline = time.monotonic() + 10
-    while not (lines := [line for line in served.log().splitlines() if marker in line]):
+    while not (lines := [line for line in served.output("web") if marker in line]):
         assert time.monotonic() < deadline, "no access log line"
         time.sleep(0.1)
     # gunicorn's access log names REMOTE_ADDR first.

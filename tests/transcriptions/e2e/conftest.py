@@ -2,9 +2,10 @@
 
 The worker is started once per session with the test database (the SQLite file or the
 PostgreSQL database pytest-django created), a media folder shared with this process, a
-dedicated Redis database (never db 0, where a developer's `make run` may listen) and a queue
-of its own. While these tests run, this process sends its tasks there instead of running
-them eagerly.
+dedicated Redis database (never db 0, where a developer's `make run` may listen) and queues
+of its own: one for transcriptions and one for conversions, both consumed by the worker (the
+conversion queue under another name, so that a task sent to the wrong queue is never run).
+While these tests run, this process sends its tasks there instead of running them eagerly.
 """
 
 from __future__ import annotations
@@ -99,9 +100,10 @@ class Worker:
 
 @dataclass(frozen=True)
 class E2E:
-    """What the e2e tests share: the queue, the media folder, and a way to start workers."""
+    """What the e2e tests share: the queues, the media folder, and a way to start workers."""
 
     queue: str
+    conversion_queue: str
     media_root: Path
     worker: Worker
     start_worker: Callable[..., Worker]
@@ -121,6 +123,7 @@ def e2e(
     except redis.RedisError as exc:
         pytest.fail(f"end-to-end tests need Redis at {E2E_REDIS_URL}: {exc}")
     queue = f"e2e-transcriptions-{uuid.uuid4().hex[:12]}"
+    conversion_queue = f"e2e-conversions-{uuid.uuid4().hex[:12]}"
     base = tmp_path_factory.mktemp("e2e")
     media_root = base / "media"
     media_root.mkdir()
@@ -134,6 +137,7 @@ def e2e(
         "CELERY_BROKER_URL": E2E_REDIS_URL,
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "TRANSCRIPTION_QUEUE": queue,
+        "CONVERSION_QUEUE": conversion_queue,
         "CELERY_TASK_ALWAYS_EAGER": "0",
         "PYTHONUNBUFFERED": "1",
     }
@@ -155,7 +159,7 @@ def e2e(
                 "--concurrency",
                 str(concurrency),
                 "-Q",
-                queue,
+                f"{queue},{conversion_queue}",
                 "-n",
                 f"{name}{len(workers)}-{queue}@%h",
                 "--without-mingle",
@@ -184,14 +188,23 @@ def e2e(
         celery_app.conf.CELERY_BROKER_URL = E2E_REDIS_URL
         celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
         _forget_connections()
-        yield E2E(queue=queue, media_root=media_root, worker=main, start_worker=start_worker)
+        yield E2E(
+            queue=queue,
+            conversion_queue=conversion_queue,
+            media_root=media_root,
+            worker=main,
+            start_worker=start_worker,
+        )
     finally:
         for started in workers:
             started.stop()
         for key, value in previous.items():
             setattr(celery_app.conf, key, value)
         _forget_connections()
-        client.delete(queue)
+        # Phase two's messages wait in the conversion queue's list of priority 9; kombu
+        # keeps each queue's binding in a set of its own.
+        client.delete(queue, conversion_queue, f"{conversion_queue}\x06\x169")
+        client.delete(f"_kombu.binding.{queue}", f"_kombu.binding.{conversion_queue}")
         client.close()
 
 
@@ -209,6 +222,7 @@ def _isolated_media(e2e: E2E, settings: Any) -> Iterator[None]:
     """Overrides the per-test media folder: the worker must see what this process stores."""
     settings.MEDIA_ROOT = str(e2e.media_root)
     settings.TRANSCRIPTION_QUEUE = e2e.queue
+    settings.CONVERSION_QUEUE = e2e.conversion_queue
     cache.clear()
     yield
     cache.clear()

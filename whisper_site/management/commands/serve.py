@@ -1,4 +1,4 @@
-"""``manage.py serve``: the API on gunicorn and a Celery worker, stopped together."""
+"""``manage.py serve``: the API on gunicorn, a transcription worker and a conversion worker, stopped together."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.core.management import call_command
@@ -17,12 +18,17 @@ from whisper_site.bind_host import EMBEDDED_SECRET_KEY, embedded_secret_key_refu
 from whisper_site.broker import broker_url_choose
 
 STOP_GRACE_SECONDS = 15
+# How long the relay of a child's output may go on once the child has exited: its own
+# children (ffmpeg, the media zygote) may hold the pipe a moment longer.
+RELAY_GRACE_SECONDS = 5
 
 
 class Command(BaseCommand):
     help = (
-        "Migrate, then serve the API with gunicorn on 127.0.0.1:PORT and run a Celery worker. "
-        "Uses Redis at REDIS_URL when it answers, else an embedded broker. Ctrl-C or SIGTERM stops both."
+        "Migrate, then serve the API with gunicorn on 127.0.0.1:PORT and run a transcription worker "
+        "(TRANSCRIPTION_QUEUE) and a conversion worker (CONVERSION_QUEUE). Uses Redis at REDIS_URL when it "
+        "answers, else an embedded broker. Each line of their output starts with its process's name. "
+        "Ctrl-C or SIGTERM stops them all."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -47,6 +53,8 @@ class Command(BaseCommand):
         env = os.environ.copy()
         if "CELERY_BROKER_URL" not in env:
             env["CELERY_BROKER_URL"] = broker_url_choose(settings.REDIS_URL)
+        # Their output goes through a pipe to the relay: unbuffered, so lines come as written.
+        env["PYTHONUNBUFFERED"] = "1"
         broker = env["CELERY_BROKER_URL"]
         self.stdout.write(f"Broker: {broker.split('@')[-1]}")
 
@@ -69,27 +77,12 @@ class Command(BaseCommand):
                 str(options["web_workers"]),
                 "whisper_site.wsgi:application",
             ],
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "whisper_site",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(settings.CELERY_WORKER_CONCURRENCY),
-                "--without-mingle",
-                "--without-gossip",
-                # One embedded beat for the job recovery schedule: `make run`
-                # starts one worker (compose runs beat as its own service).
-                "-B",
-                "--schedule",
-                str(settings.DATA_DIR / "celerybeat-schedule"),
-            ],
+            **self._worker_commands(python),
         }
         children: dict[str, subprocess.Popen[bytes]] = {}
+        relays: list[threading.Thread] = []
+        width = max(map(len, commands))
+        output_lock = threading.Lock()
         stopping = False
 
         def stop(signum: int, frame: object) -> None:
@@ -101,8 +94,27 @@ class Command(BaseCommand):
         try:
             for name, argv in commands.items():
                 # Own process groups: a terminal's Ctrl-C reaches us, and we
-                # stop the children in order instead of all at once.
-                children[name] = subprocess.Popen(argv, env=env, start_new_session=True)
+                # stop the children in order instead of all at once. In our
+                # session, not sessions of their own: Linux divides the CPU
+                # between sessions (autogroups) before nice values count, so
+                # the conversion worker's nice only holds within one session.
+                # No terminal input for a background process group (it would stop them).
+                child = subprocess.Popen(
+                    argv,
+                    env=env,
+                    process_group=0,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                children[name] = child
+                prefix = f"{name:<{width}} | "
+                for source, target in ((child.stdout, sys.stdout), (child.stderr, sys.stderr)):
+                    relay = threading.Thread(
+                        target=_relay_lines, args=(source, target, prefix, output_lock), daemon=True
+                    )
+                    relay.start()
+                    relays.append(relay)
             self.stdout.write(f"Serving http://{bind}/api/v1 (Ctrl-C stops)")
             while not stopping:
                 for name, child in children.items():
@@ -112,6 +124,47 @@ class Command(BaseCommand):
                 time.sleep(0.5)
         finally:
             self._stop_children(children)
+            deadline = time.monotonic() + RELAY_GRACE_SECONDS
+            for relay in relays:
+                relay.join(timeout=max(0.1, deadline - time.monotonic()))
+            self.stdout.write("Stopped.")
+
+    def _worker_commands(self, python: str) -> dict[str, list[str]]:
+        """The Celery workers to run, by name: one for transcriptions, one for conversions.
+
+        The transcription worker also takes the default queue (the recovery that its
+        embedded beat sends there). Where ``CONVERSION_QUEUE`` is one of its queues,
+        one worker takes everything, as before conversions had a queue of their own.
+        """
+        transcription_queues = list(dict.fromkeys([settings.TRANSCRIPTION_QUEUE, settings.CELERY_TASK_DEFAULT_QUEUE]))
+        beat = [
+            # One embedded beat for the job recovery schedule (compose runs
+            # beat as its own service).
+            "-B",
+            "--schedule",
+            str(settings.DATA_DIR / "celerybeat-schedule"),
+        ]
+        if settings.CONVERSION_QUEUE in transcription_queues:
+            worker = _celery_worker(python, "worker", transcription_queues, settings.CELERY_WORKER_CONCURRENCY)
+            self.stdout.write(
+                f"One worker for transcriptions and conversions: {settings.CELERY_WORKER_CONCURRENCY} process(es), "
+                f"queues {', '.join(transcription_queues)}"
+            )
+            return {"worker": worker + beat}
+        self.stdout.write(
+            f"Transcription worker: {settings.CELERY_WORKER_CONCURRENCY} process(es), "
+            f"queues {', '.join(transcription_queues)}; conversion worker: "
+            f"{settings.CONVERSION_WORKER_CONCURRENCY} process(es) at nice {settings.CONVERSION_NICE}, "
+            f"queue {settings.CONVERSION_QUEUE}, ffmpeg on {settings.CONVERSION_FFMPEG_THREADS} thread(s)"
+        )
+        transcription = _celery_worker(
+            python, "transcription", transcription_queues, settings.CELERY_WORKER_CONCURRENCY
+        )
+        # Niced by files.worker in each pool process, as any conversion-only worker is.
+        conversion = _celery_worker(
+            python, "conversion", [settings.CONVERSION_QUEUE], settings.CONVERSION_WORKER_CONCURRENCY
+        )
+        return {"transcription": transcription + beat, "conversion": conversion}
 
     def _install_models(self) -> None:
         try:
@@ -132,4 +185,35 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
-        self.stdout.write("Stopped.")
+
+
+def _celery_worker(python: str, name: str, queues: list[str], concurrency: int) -> list[str]:
+    return [
+        python,
+        "-m",
+        "celery",
+        "-A",
+        "whisper_site",
+        "worker",
+        # Node names of their own: two workers of one host must not share one.
+        "-n",
+        f"{name}@%h",
+        "-Q",
+        ",".join(queues),
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--without-mingle",
+        "--without-gossip",
+    ]
+
+
+def _relay_lines(source: IO[bytes], target: IO[str], prefix: str, lock: threading.Lock) -> None:
+    """Copy ``source`` to ``target`` line by line, each line after ``prefix``, until ``source`` ends."""
+    with source:
+        for raw in iter(source.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with lock:
+                target.write(f"{prefix}{line}\n")
+                target.flush()
