@@ -327,3 +327,19 @@ def test_the_units_of_a_deleted_job_are_dropped(
     run_unit("task-2")  # drops the deleted job's units, then takes the next one
     assert list(TranscriptionUnit.objects.values_list("batch_id", "status")) == [(other.batch_id, "done")]
     assert balance(user) == 1000 - 40  # a deletion keeps the charge, as before
+
+
+@pytest.mark.django_db
+def test_a_batch_whose_last_task_died_before_completing_it_is_completed_by_the_recovery(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any
+) -> None:
+    job, unit = half_done(user, make_ready_file, long_wav)
+    # The last unit was stored, then its worker was killed before the jobs were completed.
+    first = TranscriptionUnit.objects.get(batch_id=job.batch_id, index=0)
+    TranscriptionUnit.objects.filter(id=unit.id).update(
+        status=UnitStatus.DONE, claim_token="killed", result=first.result
+    )
+    call_command("requeue_stuck", "--older-than", "60", stdout=StringIO())
+    job.refresh_from_db()
+    assert (job.status, job.cost, balance(user)) == ("completed", 40, 1000 - 40)
+    assert [segment["id"] for segment in job.data["segments"]] == list(range(len(job.data["segments"])))

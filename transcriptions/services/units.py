@@ -42,7 +42,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Min, Sum
+from django.db.models import Count, F, Min, Q, Sum
 from django.utils import timezone
 
 from files.models import File
@@ -474,7 +474,9 @@ def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | N
     lost its worker: it goes back to pending (its claim token void), or fails its batch
     after ``TRANSCRIPTION_MAX_ATTEMPTS`` claims. A unit pending whose last message is
     older than ``older_than`` seconds gets a new message. Units of batches whose jobs are
-    gone are dropped. Returns how many units were queued again.
+    gone are dropped, and a batch whose units are all done but whose jobs are still
+    processing (its last task died before completing them) is completed. Returns how many
+    units were queued again.
     """
     now = now or timezone.now()
     cutoff = now - dt.timedelta(seconds=older_than)
@@ -506,6 +508,18 @@ def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | N
             count += 1
     waiting = TranscriptionUnit.objects.filter(status=UnitStatus.PENDING, queued_at__lt=cutoff)
     count += waiting.update(queued_at=now)
+    # A task killed between storing a batch's last unit and completing its jobs: its
+    # redelivery claims other work, so the batch is finished here.
+    processing = Transcription.objects.filter(status=Status.PROCESSING).values("batch_id")
+    finished = (
+        TranscriptionUnit.objects.filter(batch_id__in=processing)
+        .values("batch_id")
+        .annotate(open=Count("id", filter=~Q(status=UnitStatus.DONE)))
+        .filter(open=0)
+        .values_list("batch_id", flat=True)
+    )
+    for batch_id in list(finished):
+        _finish_if_done(batch_id=batch_id)
     if count:
         logger.info("Transcription units queued again: %d", count)
     with transaction.atomic():
