@@ -343,3 +343,17 @@ def test_a_batch_whose_last_task_died_before_completing_it_is_completed_by_the_r
     job.refresh_from_db()
     assert (job.status, job.cost, balance(user)) == ("completed", 40, 1000 - 40)
     assert [segment["id"] for segment in job.data["segments"]] == list(range(len(job.data["segments"])))
+
+
+@pytest.mark.django_db
+def test_an_operators_requeue_of_a_long_batch_keeps_its_done_units_and_its_charge(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    job, _ = half_done(user, make_ready_file, long_wav)
+    first = TranscriptionUnit.objects.get(batch_id=job.batch_id, index=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.transcription_requeue(transcription_ids=[job.id]) == 1
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.cost, balance(user)) == ("completed", 2, 40, 1000 - 40)
+    again = TranscriptionUnit.objects.get(batch_id=job.batch_id, index=0)
+    assert (again.id, again.attempts, again.result) == (first.id, 1, first.result)  # not decoded again

@@ -134,10 +134,10 @@ def transcription_batch_run_units(*, job: Transcription, file: File, claim_token
     """
     pending = transcription_units_plan(job=job, file=file)
     transcription_units_enqueue(count=pending - 1)
-    if not transcription_unit_run_next(claim_token=claim_token):
-        # Nothing left to claim: every unit was done already (a re-queue after the last
-        # unit was stored, a redelivery): the jobs are completed from the stored results.
-        _finish_if_done(batch_id=job.batch_id)
+    transcription_unit_run_next(claim_token=claim_token)
+    # Every unit may have been done already (a re-queue after the last unit was stored
+    # while the jobs were pending, a redelivery): the jobs complete from the stored results.
+    _finish_if_done(batch_id=job.batch_id)
 
 
 def transcription_units_enqueue(*, count: int) -> None:
