@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,32 @@ def test_a_long_file_runs_on_two_workers_and_is_merged_in_order(e2e: E2E, clip13
         ]
     finally:
         helper.stop()
+
+
+def test_a_worker_killed_in_a_unit_loses_that_unit_only_and_the_job_is_charged_once(e2e: E2E, clip130: Path) -> None:
+    user, client = client_for("unit_survivor")
+    (job_id,) = transcribe(client, {"uuid": upload(client, clip130), "format": "verbose_json"})
+    job = wait_for(
+        lambda: Transcription.objects.filter(id=job_id, status="processing").first(), what="the job to be processing"
+    )
+    wait_for(
+        lambda: TranscriptionUnit.objects.filter(batch_id=job.batch_id, status="processing").exists(),
+        what="a unit to be processing",
+    )
+    time.sleep(0.5)  # inside the unit's inference (seconds)
+    (pool_pid,) = e2e.worker.pool_pids()
+    os.kill(pool_pid, signal.SIGKILL)
+
+    (body,) = wait_done([job_id], timeout=240)
+    assert body["status"] == "completed", (body, e2e.worker.log()[-3000:])
+    units = list(TranscriptionUnit.objects.filter(batch_id=job.batch_id).order_by("index"))
+    # The unit in hand was retaken by the redelivered message; the other ran once.
+    assert sorted(unit.attempts for unit in units) == [1, 2]
+    assert {unit.status for unit in units} == {"done"}
+    job.refresh_from_db()
+    assert job.cost == 130 and balance(user) == 1000 - 130
+    openings = [
+        segment for segment in body["data"]["segments"] if word_error_rate(JFK_REFERENCE, segment["text"]) <= 0.2
+    ]
+    assert [round(segment["start"]) for segment in openings] == [0, 65]
+    assert pool_pid not in e2e.worker.pool_pids()
