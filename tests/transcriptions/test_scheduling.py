@@ -72,8 +72,44 @@ def run_unit(task_id: str) -> None:
         (300.0, [(0.0, 100.0), (100.0, 200.0), (200.0, 300.0)]),
     ],
 )
-def test_a_file_is_cut_into_as_few_equal_units_as_fit(duration: float, spans: list[tuple[float, float]]) -> None:
-    assert services.unit_spans(duration=duration, unit_seconds=120.0) == spans
+def test_a_file_without_speech_is_cut_into_equal_units(duration: float, spans: list[tuple[float, float]]) -> None:
+    assert services.unit_spans(windows=[], duration=duration, unit_seconds=120.0) == spans
+
+
+@pytest.mark.parametrize(
+    ("windows", "duration", "spans"),
+    [
+        # Everything fits in one unit.
+        ([(1.0, 30.0), (31.0, 60.0)], 100.0, [(0.0, 100.0)]),
+        # Cut halfway through the pause after the last window that fits.
+        (
+            [(0.0, 29.0), (30.0, 59.0), (60.0, 89.0), (90.0, 119.0), (121.0, 150.0)],
+            150.0,
+            [(0.0, 120.0), (120.0, 150.0)],
+        ),
+        (
+            [(0.0, 30.0), (30.5, 60.0), (61.0, 90.0), (93.0, 110.0), (114.0, 140.0)],
+            140.0,
+            [(0.0, 112.0), (112.0, 140.0)],
+        ),
+        # Never more than unit_seconds, even where the pause runs past it.
+        (
+            [(0.0, 30.0), (31.0, 60.0), (61.0, 90.0), (91.0, 110.0), (200.0, 220.0)],
+            220.0,
+            [(0.0, 120.0), (120.0, 220.0)],
+        ),
+        # A pause too long to hold: the next unit starts within it, late enough for its window.
+        ([(0.0, 20.0), (500.0, 520.0)], 600.0, [(0.0, 120.0), (400.0, 520.0)]),
+    ],
+)
+def test_a_file_is_cut_in_the_pauses_between_its_windows_of_speech(
+    windows: list[tuple[float, float]], duration: float, spans: list[tuple[float, float]]
+) -> None:
+    cut = services.unit_spans(windows=windows, duration=duration, unit_seconds=120.0)
+    assert cut == spans
+    assert all(end - start <= 120.0 for start, end in cut)
+    # Every window lies whole within one span.
+    assert all(any(s <= w_start and w_end <= e for s, e in cut) for w_start, w_end in windows)
 
 
 # --- The fair order --------------------------------------------------------------------
@@ -199,7 +235,11 @@ def test_a_long_file_is_cut_decoded_by_several_tasks_and_merged_in_order(
         run_batch(job.batch_id, "planner")  # plans, sends one message for the other unit
 
     units = units_of(job.batch_id)
-    assert [(unit.start, unit.end, unit.status) for unit in units] == [(0.0, 20.0, "done"), (20.0, 40.0, "done")]
+    # Two units, cut in the pause between the two readings.
+    assert [unit.status for unit in units] == ["done", "done"]
+    # The second holds the second reading whole (the silence after it only as far as it fits).
+    assert units[0].start == 0.0 and SECOND_JFK_AT + 11.0 <= units[1].end <= LONG_SECONDS
+    assert units[0].end == units[1].start and 11.0 <= units[0].end <= SECOND_JFK_AT
     assert len({unit.claim_token for unit in units}) == 2  # two tasks, one unit each
     job.refresh_from_db()
     srt.refresh_from_db()

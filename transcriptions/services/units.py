@@ -21,9 +21,9 @@ audio seconds (units processing or done, claimed in the last
 oldest. Claiming a unit counts at once, so users take turns (round robin), and a user's
 units go oldest job first, in audio order.
 
-The cut is :func:`unit_spans` and the decode of a span :func:`_transcribe_span`: fixed
-spans of the file and one ``engine.transcribe`` each, stand-ins to be replaced by the
-engine's VAD-bounded windows and batched decode.
+The cut is :func:`unit_spans`: spans of the file cut in the pauses between the engine's
+windows of speech (:func:`engine.plan_windows`), so that no word is cut in two. A span is
+decoded by :func:`_transcribe_span` with one ``engine.transcribe``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import time
 import uuid
 import wave
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +64,55 @@ CLAIM_TRIES = 20
 # --- Planning --------------------------------------------------------------------------
 
 
-def unit_spans(*, duration: float, unit_seconds: float) -> list[tuple[float, float]]:
-    """The spans (start, end) in seconds a file of ``duration`` seconds is cut into.
+def unit_spans(
+    *, windows: Sequence[tuple[float, float]], duration: float, unit_seconds: float
+) -> list[tuple[float, float]]:
+    """The spans (start, end) in seconds a file of ``duration`` seconds is cut into, in silences.
 
-    As few spans as keep each within ``unit_seconds``, of equal length, so that parallel
-    workers finish together. A stand-in: the engine's VAD-bounded windows, grouped up to
-    ``unit_seconds``, replace it.
+    ``windows`` are the file's stretches of speech (start, end), in order, each at most 30 s
+    (those of :func:`engine.plan_windows`' windows). A span takes consecutive windows while they fit within
+    ``unit_seconds`` and ends halfway through the pause after its last one (never later
+    than ``unit_seconds`` from its start), so that no word is cut in two. Where a pause is
+    too long for the next window to fit after it, the span starts later, within the pause:
+    silence no span holds is never decoded. A file where the VAD heard nothing is cut into
+    equal spans, since there is no word to cut.
     """
-    count = max(1, math.ceil(duration / unit_seconds - 1e-9))
-    step = duration / count
-    return [
-        (round(step * index, 3), round(duration if index == count - 1 else step * (index + 1), 3))
-        for index in range(count)
-    ]
+    if not windows:
+        count = max(1, math.ceil(duration / unit_seconds - 1e-9))
+        step = duration / count
+        return [
+            (round(step * index, 3), round(duration if index == count - 1 else step * (index + 1), 3))
+            for index in range(count)
+        ]
+    spans: list[tuple[float, float]] = []
+    done = 0.0
+    index = 0
+    while index < len(windows):
+        # No earlier than the previous span's end; late enough that this window fits (but
+        # never after its start, should a window be longer than unit_seconds).
+        start = min(max(done, windows[index][1] - unit_seconds), windows[index][0])
+        last = index
+        while last + 1 < len(windows) and windows[last + 1][1] - start <= unit_seconds:
+            last += 1
+        if last + 1 < len(windows):
+            end = min((windows[last][1] + windows[last + 1][0]) / 2, start + unit_seconds)
+        else:
+            end = min(duration, start + unit_seconds)
+        spans.append((round(start, 3), round(end, 3)))
+        done = end
+        index = last + 1
+    return spans
+
+
+def _speech_windows(file: File) -> list[tuple[float, float]]:
+    """The (start, end) of ``file``'s stretches of speech, each at most 30 s, from its WAV.
+
+    The stretches of the engine's windows rather than the windows: a window holds up to
+    30 s of speech but spans the pauses between its stretches, however long.
+    """
+    with file_wav_local_path(file) as wav_path:
+        audio = engine.load_audio(wav_path)
+    return [stretch for window in engine.plan_windows(audio) for stretch in window.stretches]
 
 
 def transcription_batch_is_long(*, file: File) -> bool:
@@ -94,7 +131,13 @@ def transcription_units_plan(*, job: Transcription, file: File) -> int:
         Transcription.objects.filter(batch_id=job.batch_id).aggregate(oldest=Min("created_at"))["oldest"]
         or job.created_at
     )
-    spans = unit_spans(duration=file.duration, unit_seconds=settings.TRANSCRIPTION_UNIT_SECONDS)
+    if TranscriptionUnit.objects.filter(batch_id=job.batch_id).exists():
+        # Planned before (a redelivery, a re-queue): the units stand, done ones included.
+        spans = []
+    else:
+        spans = unit_spans(
+            windows=_speech_windows(file), duration=file.duration, unit_seconds=settings.TRANSCRIPTION_UNIT_SECONDS
+        )
     # Race: two tasks planning one batch (a redelivery beside a re-queue): the unique
     # (batch_id, index) keeps one row per span.
     TranscriptionUnit.objects.bulk_create(
@@ -113,11 +156,12 @@ def transcription_units_plan(*, job: Transcription, file: File) -> int:
         ],
         ignore_conflicts=True,
     )
-    pending = TranscriptionUnit.objects.filter(batch_id=job.batch_id, status=UnitStatus.PENDING).count()
+    units = TranscriptionUnit.objects.filter(batch_id=job.batch_id)
+    pending = units.filter(status=UnitStatus.PENDING).count()
     context = job.batch_log_context()
     logger.info(
         "Transcription batch planned: %d units of at most %.0f s, %d pending %s",
-        len(spans),
+        units.count(),
         settings.TRANSCRIPTION_UNIT_SECONDS,
         pending,
         context.words,
