@@ -92,3 +92,55 @@ class Transcription(models.Model):
     def result(self) -> dict | None:
         """The transcript in this job's format once completed; None before (and once failed)."""
         return self.data if self.status == self.Status.COMPLETED else None
+
+
+class TranscriptionUnit(models.Model):
+    """A span of one batch's audio, the unit of scheduling (docs/transcription.md, "Scheduling").
+
+    The batch's jobs stay the unit of billing, status and results; a file longer than
+    ``TRANSCRIPTION_UNIT_SECONDS`` is cut into units that any free worker claims, in the
+    fair order, and the worker that stores the last unit's segments completes the jobs.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        DONE = "done"
+
+    id = models.UUIDField(primary_key=True, default=new_uuid7, editable=False)
+    batch_id = models.UUIDField()
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    file = models.ForeignKey("files.File", on_delete=models.CASCADE, related_name="+")
+    index = models.PositiveIntegerField(help_text="Position in the batch's audio, from 0.")
+    start = models.FloatField(help_text="Seconds from the start of the file.")
+    end = models.FloatField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    # The Celery task id of the worker decoding it, as for jobs: only that task stores its
+    # result, and a redelivery of that task (its worker was killed) takes it again.
+    claim_token = models.CharField(max_length=64, blank=True, default="")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker claimed it.")
+    # When its last queue message was sent: the recovery sends another for an old one.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    # Its segments, times from the start of the file, with its language (done units only).
+    result = models.JSONField(null=True, blank=True)
+    # The batch's oldest job's creation: within a user, the oldest job is served first.
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "batch_id", "index"]
+        indexes = [
+            models.Index(fields=["status", "owner", "created_at"], name="transcription_unit_claim_idx"),
+            models.Index(fields=["status", "claimed_at"], name="transcription_unit_served_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["batch_id", "index"], name="transcription_unit_batch_index_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id.hex}#{self.index} {self.start:.1f}-{self.end:.1f} s {self.status}"
+
+    @property
+    def seconds(self) -> float:
+        """The audio it covers."""
+        return self.end - self.start

@@ -28,6 +28,21 @@ def transcription_run_batch_task(self: Task, batch_id: str) -> None:
     services.transcription_batch_run(batch_id=uuid.UUID(batch_id), claim_token=self.request.id)
 
 
+# "There is work": claims the next unit of a long batch in the fair order, whatever batch it
+# belongs to (services.units). acks_late + reject_on_worker_lost as above: a redelivery
+# keeps the task id, and so retakes the unit its killed worker held.
+@shared_task(
+    name="transcriptions.run_unit",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def transcription_run_unit_task(self: Task) -> None:
+    """Decode the next unit in the fair order under this task's id as claim token."""
+    services.transcription_unit_run_next(claim_token=self.request.id)
+
+
 # Sent by Celery beat (settings.CELERY_BEAT_SCHEDULE). Acknowledged on receipt: a lost run
 # is simply replaced by the next one.
 @shared_task(name="transcriptions.requeue_stuck", ignore_result=True)

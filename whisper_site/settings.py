@@ -413,6 +413,12 @@ TRANSCRIPTION_TIME_LIMIT_BASE_SECONDS = env_int("TRANSCRIPTION_TIME_LIMIT_BASE_S
 TRANSCRIPTION_TIME_LIMIT_PER_AUDIO_SECOND = env_float("TRANSCRIPTION_TIME_LIMIT_PER_AUDIO_SECOND", 3.0, minimum=0.01)
 # A job whose worker died this many times fails (and is refunded) instead of running again.
 TRANSCRIPTION_MAX_ATTEMPTS = env_int("TRANSCRIPTION_MAX_ATTEMPTS", 3, minimum=1)
+# Scheduling (docs/transcription.md, "Scheduling"): a file longer than
+# TRANSCRIPTION_UNIT_SECONDS is cut into units of at most that much audio, each claimed
+# by any free worker; the next unit goes to the user served the fewest audio seconds in
+# the last TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS.
+TRANSCRIPTION_UNIT_SECONDS = env_float("TRANSCRIPTION_UNIT_SECONDS", 120.0, minimum=1.0)
+TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS = env_int("TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS", 600, minimum=1)
 # Recovery of jobs left behind by a lost worker or a lost queue (requeue_stuck), run
 # by Celery beat every TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS; a pending job is sent
 # again once its last message is TRANSCRIPTION_RECOVERY_AFTER_SECONDS old.

@@ -148,7 +148,7 @@ def test_a_refund_happens_once(user: User, make_ready_file: MakeFile) -> None:
 def test_completion_needs_the_claim(user: User, make_ready_file: MakeFile) -> None:
     file = make_ready_file(user)
     job = make_job(user, file, status=Status.PROCESSING, claim_token="task-1", attempts=1, cost=11)
-    done = runs._complete(batch_id=job.batch_id, claim_token="task-2", rendered={}, language="en")
+    done = runs.transcription_batch_complete(batch_id=job.batch_id, claim_token="task-2", rendered={}, language="en")
     job.refresh_from_db()
     assert (done, job.status) == (0, "processing")
 

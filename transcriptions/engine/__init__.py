@@ -7,7 +7,10 @@ can run and be tested without Django configured; the transcriptions app passes i
   of model folders under the models folder;
 - :mod:`.languages`: which language codes and tasks a model accepts;
 - :mod:`.cache`: :class:`ModelCache`, the models loaded by this process;
-- :mod:`.inference`: :func:`transcribe`, one audio file to a :class:`TranscriptResult`.
+- :mod:`.inference`: :func:`transcribe`, one audio file to a :class:`TranscriptResult`;
+- :mod:`.windows`: a recording cut into windows of speech (:func:`plan_windows`), windows
+  decoded in batches (:func:`transcribe_windows`) and merged into one result
+  (:func:`merge_windows`), for work shared between workers.
 """
 
 from __future__ import annotations
@@ -42,12 +45,22 @@ from transcriptions.engine.models import (
     is_valid_model_folder,
     resolve_model_path,
 )
+from transcriptions.engine.windows import (
+    MAX_WINDOW_SECONDS,
+    Window,
+    WindowTranscript,
+    load_audio,
+    merge_windows,
+    plan_windows,
+    transcribe_windows,
+)
 
 __all__ = [
     "BUNDLED_MODELS",
     "DEFAULT_CPU_COMPUTE_TYPE",
     "DEFAULT_CUDA_COMPUTE_TYPE",
     "DEFAULT_TEMPERATURES",
+    "MAX_WINDOW_SECONDS",
     "MODEL_NAME_PATTERN",
     "TASKS",
     "BundledModel",
@@ -60,6 +73,8 @@ __all__ = [
     "Segment",
     "TranscriptResult",
     "UnknownModel",
+    "Window",
+    "WindowTranscript",
     "Word",
     "available_models",
     "default_compute_type",
@@ -68,10 +83,14 @@ __all__ = [
     "is_multilingual_model",
     "is_valid_model_folder",
     "join_segment_texts",
+    "load_audio",
+    "merge_windows",
+    "plan_windows",
     "resolve_model_path",
     "supported_languages",
     "temperature_schedule",
     "transcribe",
+    "transcribe_windows",
     "validate_language",
     "validate_task",
 ]

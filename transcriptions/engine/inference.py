@@ -155,13 +155,7 @@ def transcribe(
     probability the duration-weighted mean of Whisper's confidence in it over its segments
     (1.0 when the language was given or the model is English-only).
     """
-    multilingual = model.model.is_multilingual
-    validate_task(task, multilingual)
-    if language is None and not multilingual:
-        # Language detection is meaningless for an English-only model.
-        language = "en"
-    if language is not None:
-        validate_language(language, multilingual)
+    language = run_language(model, language, task)
     temperatures = temperature_schedule(temperature)
     # Decoded here rather than by faster-whisper (which would do the same), so that a
     # segment's own audio can be asked for its language.
@@ -197,7 +191,7 @@ def transcribe(
         raw_texts.append(raw.text)
         probabilities.append(probability)
         segments.append(_segment(len(segments), raw, segment_language or info.language))
-    top_language, top_probability = _spoken_longest(segments, probabilities)
+    top_language, top_probability = spoken_longest(segments, probabilities)
     if top_language is None or languages is None:
         top_language, top_probability = info.language, float(info.language_probability)
     return TranscriptResult(
@@ -210,19 +204,38 @@ def transcribe(
     )
 
 
+def run_language(model: WhisperModel, language: str | None, task: str) -> str | None:
+    """The language a run decodes in: ``language``, "en" on an English-only model, or None to detect it.
+
+    Raises :class:`InvalidTask` for a task the model cannot do and :class:`InvalidLanguage`
+    for a code it cannot use.
+    """
+    multilingual = model.model.is_multilingual
+    validate_task(task, multilingual)
+    if language is None and not multilingual:
+        # Language detection is meaningless for an English-only model.
+        language = "en"
+    if language is not None:
+        validate_language(language, multilingual)
+    return language
+
+
 def _segment(index: int, raw: RawSegment, language: str) -> Segment:
     words = None
     if raw.words is not None:
         words = tuple(
             Word(
-                word=word.word, start=_seconds(word.start), end=_seconds(word.end), probability=float(word.probability)
+                word=word.word,
+                start=rounded_seconds(word.start),
+                end=rounded_seconds(word.end),
+                probability=float(word.probability),
             )
             for word in raw.words
         )
     return Segment(
         id=index,
-        start=_seconds(raw.start),
-        end=_seconds(raw.end),
+        start=rounded_seconds(raw.start),
+        end=rounded_seconds(raw.end),
         text=raw.text.strip(),
         language=language,
         words=words,
@@ -235,13 +248,14 @@ def _segment(index: int, raw: RawSegment, language: str) -> Segment:
     )
 
 
-def _seconds(value: float) -> float:
+def rounded_seconds(value: float) -> float:
+    """Seconds as a plain float rounded to the millisecond, as results report times."""
     # faster-whisper's times are numpy floats once word timestamps moved them: plain floats
     # keep results comparable and printable as the numbers they are.
     return round(float(value), 3)
 
 
-def _spoken_longest(segments: list[Segment], probabilities: list[float]) -> tuple[str | None, float]:
+def spoken_longest(segments: list[Segment], probabilities: list[float]) -> tuple[str | None, float]:
     """The language with the longest total segment time, and the mean confidence in it."""
     seconds: defaultdict[str, float] = defaultdict(float)
     weighted: defaultdict[str, float] = defaultdict(float)

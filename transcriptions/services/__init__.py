@@ -5,6 +5,8 @@
   the queue, and deleting jobs;
 - :mod:`.runs`: running a batch: claiming and charging its jobs, the inference run,
   completing them, or failing and refunding them;
+- :mod:`.units`: the units of scheduling of long batches: planning, the fair claim,
+  decoding a unit, merging a batch's units;
 - :mod:`.recovery`: queueing again what a lost worker or a lost queue left behind, and
   operators' re-queues.
 """
@@ -26,10 +28,17 @@ from transcriptions.services.jobs import (
 from transcriptions.services.prices import audio_seconds, job_cost, time_limits
 from transcriptions.services.recovery import transcription_requeue, transcription_requeue_stuck
 from transcriptions.services.runs import (
+    transcription_batch_complete,
     transcription_batch_fail,
     transcription_batch_run,
     transcription_file_failed,
     transcription_pending_fail,
+)
+from transcriptions.services.units import (
+    transcription_unit_claim,
+    transcription_unit_run_next,
+    transcription_units_requeue_stuck,
+    unit_spans,
 )
 
 __all__ = [
@@ -41,6 +50,7 @@ __all__ = [
     "job_cost",
     "pending_quota_message",
     "time_limits",
+    "transcription_batch_complete",
     "transcription_batch_fail",
     "transcription_batch_run",
     "transcription_batches_enqueue",
@@ -52,4 +62,8 @@ __all__ = [
     "transcription_request_check",
     "transcription_requeue",
     "transcription_requeue_stuck",
+    "transcription_unit_claim",
+    "transcription_unit_run_next",
+    "transcription_units_requeue_stuck",
+    "unit_spans",
 ]

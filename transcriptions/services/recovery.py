@@ -16,6 +16,7 @@ from transcriptions.models import Transcription
 from transcriptions.services.jobs import conversion_failed_message, transcription_batches_enqueue
 from transcriptions.services.prices import time_limits
 from transcriptions.services.runs import transcription_pending_fail
+from transcriptions.services.units import transcription_unit_batches, transcription_units_requeue_stuck
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def transcription_requeue_stuck(*, older_than: float, now: dt.datetime | None = 
       has lost its worker (a live one would have been stopped by the limit): it goes back
       to pending, keeping its charge, and its claim token is void, so the old worker, were
       it still there, could not complete it;
+    * the units of long batches likewise (:func:`.units.transcription_units_requeue_stuck`):
+      a lost worker loses only the units it held;
     * a job ``pending`` whose last message was sent more than ``older_than`` seconds ago is
       sent again (a restarted Redis lost it, or sending failed). A message that was only
       slow is harmless: whichever message comes first claims the job, the other finds
@@ -44,7 +47,13 @@ def transcription_requeue_stuck(*, older_than: float, now: dt.datetime | None = 
     batches: dict[uuid.UUID, Transcription] = {}
     count = 0
 
-    stale = Transcription.objects.filter(status=Status.PROCESSING, started_at__lt=cutoff).select_related("file")
+    # A batch cut into units is watched unit by unit (its jobs may wait long for their turn
+    # while their units are in flight): transcription_units_requeue_stuck below.
+    stale = (
+        Transcription.objects.filter(status=Status.PROCESSING, started_at__lt=cutoff)
+        .exclude(batch_id__in=transcription_unit_batches())
+        .select_related("file")
+    )
     for job in stale:
         _, hard = time_limits(duration=job.file.duration)
         if job.started_at is None or job.started_at > cutoff - dt.timedelta(seconds=hard):
@@ -83,6 +92,8 @@ def transcription_requeue_stuck(*, older_than: float, now: dt.datetime | None = 
             count += 1
     with transaction.atomic():
         transcription_batches_enqueue(batches=batches)
+    # Units are counted in their own log lines, not as jobs.
+    transcription_units_requeue_stuck(older_than=older_than, now=now)
     return count
 
 

@@ -78,6 +78,13 @@ def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
     if not claimed:
         return
     job = claimed[0]
+    from transcriptions.services import units  # units imports this module
+
+    if units.transcription_batch_is_long(file=file):
+        # Cut into units that every free worker can take (services.units); a short file
+        # is decoded here whole, as before, with no extra message or round trip.
+        units.transcription_batch_run_units(job=job, file=file, claim_token=claim_token)
+        return
     context = job.batch_log_context()
     started = time.perf_counter()
     wanted = {claimed_job.format for claimed_job in claimed}
@@ -86,7 +93,7 @@ def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
         result = _transcribe(file=file, job=job, word_timestamps=job.word_timestamps or bool(wanted & SUBTITLES))
         rendered = {fmt: formats.render(result, fmt, word_timestamps=job.word_timestamps) for fmt in wanted}
     except Exception as exc:
-        reason = _failure_reason(exc, file=file, job=job)
+        reason = failure_reason(exc, file=file, job=job, duration=file.duration)
         if reason is None:
             logger.exception("Transcription batch failed: internal error %s", context.words, extra=context.extra)
             reason = "Transcription failed: internal error"
@@ -101,7 +108,9 @@ def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
         context.words,
         extra=context.extra,
     )
-    _complete(batch_id=batch_id, claim_token=claim_token, rendered=rendered, language=result.language)
+    transcription_batch_complete(
+        batch_id=batch_id, claim_token=claim_token, rendered=rendered, language=result.language
+    )
 
 
 def _claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> list[Transcription]:
@@ -207,10 +216,13 @@ def _transcribe(*, file: File, job: Transcription, word_timestamps: bool) -> eng
         )
 
 
-def _failure_reason(exc: Exception, *, file: File, job: Transcription) -> str | None:
-    """What a user reads for an error of the inference step; None for an unexpected one."""
+def failure_reason(exc: Exception, *, file: File, job: Transcription, duration: float) -> str | None:
+    """What a user reads for an error of the inference step; None for an unexpected one.
+
+    ``duration``: the seconds of audio the message was timed for (the file, or a unit).
+    """
     if isinstance(exc, SoftTimeLimitExceeded):
-        soft, _ = time_limits(duration=file.duration)
+        soft, _ = time_limits(duration=duration)
         return f"Transcription timed out after {soft} seconds"
     if isinstance(exc, FileNotFoundError):
         return "Transcription failed: the file's audio is missing from storage"
@@ -227,8 +239,10 @@ def _failure_reason(exc: Exception, *, file: File, job: Transcription) -> str | 
     return None
 
 
-def _complete(*, batch_id: uuid.UUID, claim_token: str, rendered: dict[str, Any], language: str) -> int:
-    """Store each claimed job's result; returns how many jobs this call completed."""
+def transcription_batch_complete(
+    *, batch_id: uuid.UUID, claim_token: str, rendered: dict[str, Any], language: str
+) -> int:
+    """Store each job's result (format -> rendered) held by ``claim_token``; returns how many this call completed."""
     now = timezone.now()
     completed: list[Transcription] = []
     with transaction.atomic():

@@ -165,7 +165,10 @@ def test_more_jobs_than_the_balance_covers_never_overdraw_it(e2e: E2E) -> None:
     for thread in threads:
         thread.join()
     assert not errors and len(job_ids) == 6
-    bodies = wait_done(job_ids)
+    try:
+        bodies = wait_done(job_ids)
+    finally:
+        extra.stop()  # the next tests count on the session's one worker
     assert sorted(body["status"] for body in bodies) == ["completed"] * 2 + ["failed"] * 4
     assert {body["error"] for body in bodies if body["status"] == "failed"} == {
         "Insufficient token balance. Required: 11, Available: 0"

@@ -1,0 +1,399 @@
+"""Units of scheduling in eager mode: the fair order, long files cut and merged, races, losses, failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from accounts.models import User
+from files.models import File
+from files.storage import storage_local_path
+from tests.conftest import make_user
+from tests.transcriptions.conftest import DATA_DIR, JFK_REFERENCE, MakeFile, ffmpeg, word_error_rate
+from tests.transcriptions.test_jobs import balance, make_job, run_batch
+from transcriptions import engine, services, tasks, worker
+from transcriptions.models import Transcription, TranscriptionUnit
+
+Status = Transcription.Status
+UnitStatus = TranscriptionUnit.Status
+# jfk.flac, 10 s of silence, jfk.flac again, 8 s of silence: 40 s, cut at 20 s in the silence.
+LONG_SECONDS = 40.0
+UNIT_SECONDS = 21.0
+SECOND_JFK_AT = 21.0
+
+
+@pytest.fixture(scope="module")
+def long_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two readings of jfk.flac 21 s apart in a 40 s WAV (16 kHz mono s16le)."""
+    path = tmp_path_factory.mktemp("wav") / "two_jfk.wav"
+    jfk = str(DATA_DIR / "jfk.flac")
+    ffmpeg(
+        "-i", jfk, "-i", jfk,
+        "-filter_complex",
+        "[0:a]apad=whole_dur=21[a];[1:a]apad=whole_dur=19[b];[a][b]concat=n=2:v=0:a=1",
+        "-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", str(path),
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture
+def units_of(settings: Any) -> Any:
+    settings.TRANSCRIPTION_UNIT_SECONDS = UNIT_SECONDS
+
+    def units(batch_id: uuid.UUID) -> list[TranscriptionUnit]:
+        return list(TranscriptionUnit.objects.filter(batch_id=batch_id).order_by("index"))
+
+    return units
+
+
+def run_unit(task_id: str) -> None:
+    """Deliver one "there is work" message with a given task id (a redelivery keeps its id)."""
+    tasks.transcription_run_unit_task.apply(task_id=task_id)
+
+
+# --- The cut ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("duration", "spans"),
+    [
+        (60.0, [(0.0, 60.0)]),
+        (120.0, [(0.0, 120.0)]),
+        (120.5, [(0.0, 60.25), (60.25, 120.5)]),
+        (300.0, [(0.0, 100.0), (100.0, 200.0), (200.0, 300.0)]),
+    ],
+)
+def test_a_file_without_speech_is_cut_into_equal_units(duration: float, spans: list[tuple[float, float]]) -> None:
+    assert services.unit_spans(windows=[], duration=duration, unit_seconds=120.0) == spans
+
+
+@pytest.mark.parametrize(
+    ("windows", "duration", "spans"),
+    [
+        # Everything fits in one unit.
+        ([(1.0, 30.0), (31.0, 60.0)], 100.0, [(0.0, 100.0)]),
+        # Cut halfway through the pause after the last window that fits.
+        (
+            [(0.0, 29.0), (30.0, 59.0), (60.0, 89.0), (90.0, 119.0), (121.0, 150.0)],
+            150.0,
+            [(0.0, 120.0), (120.0, 150.0)],
+        ),
+        (
+            [(0.0, 30.0), (30.5, 60.0), (61.0, 90.0), (93.0, 110.0), (114.0, 140.0)],
+            140.0,
+            [(0.0, 112.0), (112.0, 140.0)],
+        ),
+        # Never more than unit_seconds, even where the pause runs past it.
+        (
+            [(0.0, 30.0), (31.0, 60.0), (61.0, 90.0), (91.0, 110.0), (200.0, 220.0)],
+            220.0,
+            [(0.0, 120.0), (120.0, 220.0)],
+        ),
+        # A pause too long to hold: the next unit starts within it, late enough for its window.
+        ([(0.0, 20.0), (500.0, 520.0)], 600.0, [(0.0, 120.0), (400.0, 520.0)]),
+    ],
+)
+def test_a_file_is_cut_in_the_pauses_between_its_windows_of_speech(
+    windows: list[tuple[float, float]], duration: float, spans: list[tuple[float, float]]
+) -> None:
+    cut = services.unit_spans(windows=windows, duration=duration, unit_seconds=120.0)
+    assert cut == spans
+    assert all(end - start <= 120.0 for start, end in cut)
+    # Every window lies whole within one span.
+    assert all(any(s <= w_start and w_end <= e for s, e in cut) for w_start, w_end in windows)
+
+
+# --- The fair order --------------------------------------------------------------------
+
+
+def make_units(owner: User, file: File, *, count: int, seconds: float, created_at: dt.datetime) -> uuid.UUID:
+    """A planned batch of ``count`` pending units (no jobs: the claim does not look at them)."""
+    batch_id = uuid.uuid4()
+    TranscriptionUnit.objects.bulk_create(
+        TranscriptionUnit(
+            batch_id=batch_id,
+            owner=owner,
+            file=file,
+            index=index,
+            start=index * seconds,
+            end=(index + 1) * seconds,
+            created_at=created_at,
+        )
+        for index in range(count)
+    )
+    return batch_id
+
+
+def claim(token: str) -> tuple[str, uuid.UUID, int]:
+    unit = services.transcription_unit_claim(claim_token=token)
+    assert unit is not None
+    return unit.owner.username, unit.batch_id, unit.index
+
+
+@pytest.mark.django_db
+def test_a_short_batch_queued_behind_a_backlog_is_taken_next(make_ready_file: MakeFile) -> None:
+    a, _ = make_user("backlog")
+    b, _ = make_user("latecomer")
+    t0 = timezone.now() - dt.timedelta(minutes=1)
+    file_a, file_b = make_ready_file(a), make_ready_file(b)
+    first, second, third = (
+        make_units(a, file_a, count=3, seconds=100, created_at=t0 + dt.timedelta(seconds=n)) for n in range(3)
+    )
+    short = make_units(b, file_b, count=1, seconds=11, created_at=t0 + dt.timedelta(seconds=4))
+
+    assert claim("w1") == ("backlog", first, 0)  # A's unit in progress
+    assert claim("w2") == ("latecomer", short, 0)  # B is next, ahead of A's 8 other units
+    # Then A's units, oldest job first, in audio order.
+    assert [claim(f"w{n}")[1:] for n in range(3, 11)] == [
+        (first, 1),
+        (first, 2),
+        (second, 0),
+        (second, 1),
+        (second, 2),
+        (third, 0),
+        (third, 1),
+        (third, 2),
+    ]
+    assert services.transcription_unit_claim(claim_token="w11") is None
+
+
+@pytest.mark.django_db
+def test_users_take_turns_and_the_least_served_goes_first(make_ready_file: MakeFile) -> None:
+    t0 = timezone.now() - dt.timedelta(minutes=1)
+    users = [make_user(name)[0] for name in ("ann", "bob", "cid")]
+    for n, owner in enumerate(users):
+        make_units(owner, make_ready_file(owner), count=3, seconds=60, created_at=t0 + dt.timedelta(seconds=n))
+    order = [claim(f"w{n}")[0] for n in range(9)]
+    assert order == ["ann", "bob", "cid"] * 3
+
+    # Service counts audio seconds: a user served a long unit lately waits for the others.
+    dan, _ = make_user("dan")
+    eve, _ = make_user("eve")
+    make_units(dan, make_ready_file(dan), count=1, seconds=300, created_at=t0)
+    assert claim("w-dan")[0] == "dan"
+    make_units(dan, make_ready_file(dan), count=1, seconds=10, created_at=t0)
+    make_units(eve, make_ready_file(eve), count=2, seconds=100, created_at=t0 + dt.timedelta(seconds=30))
+    assert [claim(f"w-{n}")[0] for n in range(3)] == ["eve", "eve", "dan"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_claimers_never_take_one_unit(make_ready_file: MakeFile) -> None:
+    owner, _ = make_user("crowded")
+    other, _ = make_user("neighbour")
+    now = timezone.now()
+    make_units(owner, make_ready_file(owner), count=4, seconds=30, created_at=now)
+    make_units(other, make_ready_file(other), count=2, seconds=30, created_at=now)
+    claimers = 10
+    barrier = threading.Barrier(claimers)
+    claimed: list[uuid.UUID] = []
+    errors: list[BaseException] = []
+
+    def run(token: str) -> None:
+        try:
+            barrier.wait()
+            unit = services.transcription_unit_claim(claim_token=token)
+            if unit is not None:
+                claimed.append(unit.id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(f"task-{n}",)) for n in range(claimers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(claimed) == len(set(claimed)) == 6
+    rows = TranscriptionUnit.objects.all()
+    assert {row.status for row in rows} == {UnitStatus.PROCESSING}
+    assert len({row.claim_token for row in rows}) == 6
+    assert {row.attempts for row in rows} == {1}
+
+
+# --- A long file, end to end --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_long_file_is_cut_decoded_by_several_tasks_and_merged_in_order(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    file = make_ready_file(user, wav=long_wav, duration=LONG_SECONDS)
+    job = make_job(user, file, word_timestamps=True)
+    srt = make_job(user, file, format="srt", batch_id=job.batch_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_batch(job.batch_id, "planner")  # plans, sends one message for the other unit
+
+    units = units_of(job.batch_id)
+    # Two units, cut in the pause between the two readings.
+    assert [unit.status for unit in units] == ["done", "done"]
+    # The second holds the second reading whole (the silence after it only as far as it fits).
+    assert units[0].start == 0.0 and SECOND_JFK_AT + 11.0 <= units[1].end <= LONG_SECONDS
+    assert units[0].end == units[1].start and 11.0 <= units[0].end <= SECOND_JFK_AT
+    assert len({unit.claim_token for unit in units}) == 2  # two tasks, one unit each
+    job.refresh_from_db()
+    srt.refresh_from_db()
+    assert (job.status, srt.status) == ("completed", "completed")
+    assert (job.cost, srt.cost, balance(user)) == (40, 40, 1000 - 80)
+
+    # The merged words are in order, each reading at its place in the file.
+    words = [word for segment in job.data["segments"] for word in segment["words"]]
+    starts = [word["start"] for word in words]
+    assert starts == sorted(starts)
+    assert [segment["id"] for segment in job.data["segments"]] == list(range(len(job.data["segments"])))
+    first = [word for word in words if word["start"] < 20]
+    second = [word for word in words if word["start"] >= 20]
+    assert len(first) == len(second)
+    for one, two in zip(first, second, strict=True):
+        assert one["word"].strip(" ,.").lower() == two["word"].strip(" ,.").lower()
+        assert abs(two["start"] - one["start"] - SECOND_JFK_AT) <= 0.5  # alignment differs by tenths
+    assert word_error_rate(f"{JFK_REFERENCE} {JFK_REFERENCE}", job.data["text"]) <= 0.1
+
+    # The same text as one decode of the whole file, and about the same times.
+    whole = engine.transcribe(
+        worker.model_cache().get("ggml-tiny.en"), long_wav, language="en", vad_filter=False, word_timestamps=True
+    )
+    assert word_error_rate(whole.text, job.data["text"]) <= 0.05
+    whole_words = [word for segment in whole.segments for word in segment.words or ()]
+    assert len(whole_words) == len(words)
+    assert max(abs(mine["start"] - theirs.start) for mine, theirs in zip(words, whole_words, strict=True)) <= 0.5
+    assert "00:00:21," in srt.data["text"]  # the cues of the second reading at their time
+
+
+@pytest.mark.django_db
+def test_a_short_file_is_not_cut(user: User, make_ready_file: MakeFile, units_of: Any) -> None:
+    file = make_ready_file(user)  # jfk.flac, 11 s
+    job = make_job(user, file)
+    run_batch(job.batch_id, "task-1")
+    job.refresh_from_db()
+    assert job.status == "completed"
+    assert not TranscriptionUnit.objects.exists()
+
+
+# --- Losses, failures, deletions ------------------------------------------------------------
+
+
+def half_done(user: User, make_ready_file: MakeFile, wav: Path) -> tuple[Transcription, TranscriptionUnit]:
+    """A long batch whose first unit is done and whose second unit's message is not delivered yet."""
+    file = make_ready_file(user, wav=wav, duration=LONG_SECONDS)
+    job = make_job(user, file)
+    run_batch(job.batch_id, "planner")  # the other unit's message waits for a commit that never comes
+    done, waiting = TranscriptionUnit.objects.filter(batch_id=job.batch_id).order_by("index")
+    assert (done.status, waiting.status) == ("done", "pending")
+    job.refresh_from_db()
+    assert (job.status, job.cost) == ("processing", 40)
+    return job, waiting
+
+
+@pytest.mark.django_db
+def test_a_unit_held_by_a_lost_worker_is_taken_again(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    job, unit = half_done(user, make_ready_file, long_wav)
+    long_ago = timezone.now() - dt.timedelta(hours=2)
+    TranscriptionUnit.objects.filter(id=unit.id).update(
+        status=UnitStatus.PROCESSING, claim_token="dead", claimed_at=long_ago, attempts=1
+    )
+    # The job itself looks stale too; it is left to its units.
+    Transcription.objects.filter(id=job.id).update(started_at=long_ago)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("requeue_stuck", "--older-than", "60", stdout=StringIO())
+    unit.refresh_from_db()
+    job.refresh_from_db()
+    assert (unit.status, unit.attempts) == ("done", 2)
+    assert (job.status, job.attempts, job.cost, job.claim_token) == ("completed", 1, 40, "planner")
+    assert balance(user) == 1000 - 40
+    assert word_error_rate(f"{JFK_REFERENCE} {JFK_REFERENCE}", job.data["text"]) <= 0.1
+
+
+@pytest.mark.django_db
+def test_a_redelivered_unit_message_retakes_its_unit_until_it_fails_the_batch(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any, settings: Any
+) -> None:
+    job, unit = half_done(user, make_ready_file, long_wav)
+    TranscriptionUnit.objects.filter(id=unit.id).update(
+        status=UnitStatus.PROCESSING, claim_token="killed", attempts=settings.TRANSCRIPTION_MAX_ATTEMPTS
+    )
+    run_unit("killed")  # its worker died once too often
+    job.refresh_from_db()
+    assert (job.status, job.cost) == ("failed", 0)
+    assert job.error == "Transcription failed after 3 attempts: the worker stopped before it finished"
+    assert balance(user) == 1000
+    assert not TranscriptionUnit.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_failing_unit_fails_the_batch_and_refunds_it_once(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any
+) -> None:
+    job, _ = half_done(user, make_ready_file, long_wav)
+    with storage_local_path(job.file.wav_name, suffix=".wav") as path:
+        path.unlink()  # the audio is lost from storage
+    run_unit("task-2")
+    job.refresh_from_db()
+    assert (job.status, job.cost) == ("failed", 0)
+    assert job.error == "Transcription failed: the file's audio is missing from storage"
+    assert balance(user) == 1000
+    assert not TranscriptionUnit.objects.exists()  # the batch's other units dropped
+    # A late message, a recovery run: nothing more happens.
+    run_unit("task-3")
+    call_command("requeue_stuck", "--older-than", "0", stdout=StringIO())
+    job.refresh_from_db()
+    assert (job.status, job.cost, balance(user)) == ("failed", 0, 1000)
+
+
+@pytest.mark.django_db
+def test_the_units_of_a_deleted_job_are_dropped(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any
+) -> None:
+    job, _ = half_done(user, make_ready_file, long_wav)
+    other_file = make_ready_file(user, wav=long_wav, duration=LONG_SECONDS)
+    services.transcription_delete(user=user, transcription_id=job.id)
+    other = make_job(user, other_file)
+    TranscriptionUnit.objects.create(
+        batch_id=other.batch_id, owner=user, file=other_file, index=0, start=0.0, end=1.0,
+        created_at=timezone.now() + dt.timedelta(hours=1),
+    )  # fmt: skip
+    run_unit("task-2")  # drops the deleted job's units, then takes the next one
+    assert list(TranscriptionUnit.objects.values_list("batch_id", "status")) == [(other.batch_id, "done")]
+    assert balance(user) == 1000 - 40  # a deletion keeps the charge, as before
+
+
+@pytest.mark.django_db
+def test_a_batch_whose_last_task_died_before_completing_it_is_completed_by_the_recovery(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any
+) -> None:
+    job, unit = half_done(user, make_ready_file, long_wav)
+    # The last unit was stored, then its worker was killed before the jobs were completed.
+    first = TranscriptionUnit.objects.get(batch_id=job.batch_id, index=0)
+    TranscriptionUnit.objects.filter(id=unit.id).update(
+        status=UnitStatus.DONE, claim_token="killed", result=first.result
+    )
+    call_command("requeue_stuck", "--older-than", "60", stdout=StringIO())
+    job.refresh_from_db()
+    assert (job.status, job.cost, balance(user)) == ("completed", 40, 1000 - 40)
+    assert [segment["id"] for segment in job.data["segments"]] == list(range(len(job.data["segments"])))
+
+
+@pytest.mark.django_db
+def test_an_operators_requeue_of_a_long_batch_keeps_its_done_units_and_its_charge(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    job, _ = half_done(user, make_ready_file, long_wav)
+    first = TranscriptionUnit.objects.get(batch_id=job.batch_id, index=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.transcription_requeue(transcription_ids=[job.id]) == 1
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.cost, balance(user)) == ("completed", 2, 40, 1000 - 40)
+    again = TranscriptionUnit.objects.get(batch_id=job.batch_id, index=0)
+    assert (again.id, again.attempts, again.result) == (first.id, 1, first.result)  # not decoded again

@@ -1,0 +1,576 @@
+"""Units of scheduling: a long batch's audio cut into spans that any free worker decodes.
+
+The job stays the unit of billing, status and results (:mod:`.runs`). Below it, a batch
+whose file is longer than ``TRANSCRIPTION_UNIT_SECONDS`` is *planned* once its jobs are
+claimed and charged: cut into :class:`TranscriptionUnit` rows, one queue message per unit.
+A message only says "there is work": its task claims the next unit in the fair order,
+whatever batch it belongs to, decodes it and stores its segments; the task that stores a
+batch's last unit merges the units in order and completes the jobs. A unit moves
+
+    pending -> processing -> done
+
+by conditional UPDATEs, as jobs do: claiming names ``pending`` (PostgreSQL also skips rows
+another claimer has locked), storing names ``processing`` and the claimer's token. A batch
+that fails (one unit failed, or was lost too often) has its jobs failed and refunded once
+(:func:`.runs.transcription_batch_fail`) and its units dropped; so do a batch's units once
+its jobs are gone (deleted).
+
+**Fair order.** The next unit is the oldest pending one of the user served the fewest
+audio seconds (units processing or done, claimed in the last
+``TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS``); ties go to the user whose waiting job is
+oldest. Claiming a unit counts at once, so users take turns (round robin), and a user's
+units go oldest job first, in audio order.
+
+The cut is :func:`unit_spans`: spans of the file cut in the pauses between the engine's
+windows of speech (:func:`engine.plan_windows`), so that no word is cut in two. A span is
+decoded by :func:`_transcribe_span` with one ``engine.transcribe``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import tempfile
+import time
+import uuid
+import wave
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Min, Q, Sum
+from django.utils import timezone
+
+from files.models import File
+from files.selectors import file_wav_local_path
+from transcriptions import engine, formats, worker
+from transcriptions.models import Transcription, TranscriptionUnit
+from transcriptions.services import runs
+from transcriptions.services.prices import time_limits
+
+logger = logging.getLogger(__name__)
+
+Status = Transcription.Status
+UnitStatus = TranscriptionUnit.Status
+# How many times a claimer tries again after another claimer took the unit it chose.
+CLAIM_TRIES = 20
+
+
+# --- Planning --------------------------------------------------------------------------
+
+
+def unit_spans(
+    *, windows: Sequence[tuple[float, float]], duration: float, unit_seconds: float
+) -> list[tuple[float, float]]:
+    """The spans (start, end) in seconds a file of ``duration`` seconds is cut into, in silences.
+
+    ``windows`` are the file's stretches of speech (start, end), in order, each at most 30 s
+    (those of :func:`engine.plan_windows`' windows). A span takes consecutive windows while they fit within
+    ``unit_seconds`` and ends halfway through the pause after its last one (never later
+    than ``unit_seconds`` from its start), so that no word is cut in two. Where a pause is
+    too long for the next window to fit after it, the span starts later, within the pause:
+    silence no span holds is never decoded. A file where the VAD heard nothing is cut into
+    equal spans, since there is no word to cut.
+    """
+    if not windows:
+        count = max(1, math.ceil(duration / unit_seconds - 1e-9))
+        step = duration / count
+        return [
+            (round(step * index, 3), round(duration if index == count - 1 else step * (index + 1), 3))
+            for index in range(count)
+        ]
+    spans: list[tuple[float, float]] = []
+    done = 0.0
+    index = 0
+    while index < len(windows):
+        # No earlier than the previous span's end; late enough that this window fits (but
+        # never after its start, should a window be longer than unit_seconds).
+        start = min(max(done, windows[index][1] - unit_seconds), windows[index][0])
+        last = index
+        while last + 1 < len(windows) and windows[last + 1][1] - start <= unit_seconds:
+            last += 1
+        if last + 1 < len(windows):
+            end = min((windows[last][1] + windows[last + 1][0]) / 2, start + unit_seconds)
+        else:
+            end = min(duration, start + unit_seconds)
+        spans.append((round(start, 3), round(end, 3)))
+        done = end
+        index = last + 1
+    return spans
+
+
+def _speech_windows(file: File) -> list[tuple[float, float]]:
+    """The (start, end) of ``file``'s stretches of speech, each at most 30 s, from its WAV.
+
+    The stretches of the engine's windows rather than the windows: a window holds up to
+    30 s of speech but spans the pauses between its stretches, however long.
+    """
+    with file_wav_local_path(file) as wav_path:
+        audio = engine.load_audio(wav_path)
+    return [stretch for window in engine.plan_windows(audio) for stretch in window.stretches]
+
+
+def transcription_batch_is_long(*, file: File) -> bool:
+    """Whether ``file``'s batches are cut into units (else one worker decodes them whole)."""
+    return file.duration > settings.TRANSCRIPTION_UNIT_SECONDS
+
+
+def transcription_units_plan(*, job: Transcription, file: File) -> int:
+    """Cut ``job``'s batch into units, once; returns how many units are pending.
+
+    Idempotent: a redelivered message or an operator's re-queue plans again, and the units
+    already there (done ones with their results) are kept.
+    """
+    now = timezone.now()
+    created_at = (
+        Transcription.objects.filter(batch_id=job.batch_id).aggregate(oldest=Min("created_at"))["oldest"]
+        or job.created_at
+    )
+    if TranscriptionUnit.objects.filter(batch_id=job.batch_id).exists():
+        # Planned before (a redelivery, a re-queue): the units stand, done ones included.
+        spans = []
+    else:
+        spans = unit_spans(
+            windows=_speech_windows(file), duration=file.duration, unit_seconds=settings.TRANSCRIPTION_UNIT_SECONDS
+        )
+    # Race: two tasks planning one batch (a redelivery beside a re-queue): the unique
+    # (batch_id, index) keeps one row per span.
+    TranscriptionUnit.objects.bulk_create(
+        [
+            TranscriptionUnit(
+                batch_id=job.batch_id,
+                owner_id=job.owner_id,
+                file_id=file.id,
+                index=index,
+                start=start,
+                end=end,
+                created_at=created_at,
+                queued_at=now,
+            )
+            for index, (start, end) in enumerate(spans)
+        ],
+        ignore_conflicts=True,
+    )
+    units = TranscriptionUnit.objects.filter(batch_id=job.batch_id)
+    pending = units.filter(status=UnitStatus.PENDING).count()
+    context = job.batch_log_context()
+    logger.info(
+        "Transcription batch planned: %d units of at most %.0f s, %d pending %s",
+        units.count(),
+        settings.TRANSCRIPTION_UNIT_SECONDS,
+        pending,
+        context.words,
+        extra=context.extra,
+    )
+    return pending
+
+
+def transcription_batch_run_units(*, job: Transcription, file: File, claim_token: str) -> None:
+    """Plan a long batch whose jobs ``claim_token`` just claimed and charged, and start on it.
+
+    One more message per pending unit beyond the first lets free workers join; this task
+    then decodes the next unit in the fair order (not necessarily one of this batch).
+    """
+    pending = transcription_units_plan(job=job, file=file)
+    transcription_units_enqueue(count=pending - 1)
+    transcription_unit_run_next(claim_token=claim_token)
+    # Every unit may have been done already (a re-queue after the last unit was stored
+    # while the jobs were pending, a redelivery): the jobs complete from the stored results.
+    _finish_if_done(batch_id=job.batch_id)
+
+
+def transcription_units_enqueue(*, count: int) -> None:
+    """Send ``count`` "there is work" messages once the transaction commits."""
+    if count <= 0:
+        return
+    from transcriptions.tasks import transcription_run_unit_task  # tasks import the services
+
+    soft, hard = time_limits(duration=settings.TRANSCRIPTION_UNIT_SECONDS)
+
+    def send() -> None:
+        for _ in range(count):
+            try:
+                transcription_run_unit_task.apply_async(
+                    queue=settings.TRANSCRIPTION_QUEUE, soft_time_limit=soft, time_limit=hard
+                )
+            except Exception:
+                if transcription_run_unit_task.app.conf.task_always_eager:
+                    raise  # eager mode ran the task here: its errors are its own
+                # Broker down: the units stay pending and the recovery sends for them.
+                logger.exception("Transcription unit message could not be queued")
+                return
+
+    transaction.on_commit(send)
+
+
+# --- Claiming --------------------------------------------------------------------------
+
+
+def transcription_unit_claim(*, claim_token: str, now: dt.datetime | None = None) -> TranscriptionUnit | None:
+    """Claim the next unit for ``claim_token`` in the fair order; None when none is pending.
+
+    A unit already processing under ``claim_token`` comes first: this is a redelivery of
+    the task whose worker was killed while decoding it. A unit lost that way
+    ``TRANSCRIPTION_MAX_ATTEMPTS`` times fails its batch.
+    """
+    now = now or timezone.now()
+    own = TranscriptionUnit.objects.filter(status=UnitStatus.PROCESSING, claim_token=claim_token).first()
+    if own is not None:
+        if own.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
+            _fail_batch(
+                batch_id=own.batch_id,
+                error=f"Transcription failed after {own.attempts} attempts: the worker stopped before it finished",
+            )
+        else:
+            taken = TranscriptionUnit.objects.filter(
+                id=own.id, status=UnitStatus.PROCESSING, claim_token=claim_token
+            ).update(claimed_at=now, attempts=F("attempts") + 1)
+            if taken:
+                own.claimed_at, own.attempts = now, own.attempts + 1
+                return own
+    for _ in range(CLAIM_TRIES):
+        owners = _owners_in_fair_order(now=now)
+        if not owners:
+            return None
+        for owner_id in owners:
+            unit = _claim_oldest_of(owner_id=owner_id, claim_token=claim_token, now=now)
+            if unit is not None:
+                return unit
+        # Every unit looked at was taken by another claimer meanwhile: look again.
+    return None
+
+
+def _owners_in_fair_order(*, now: dt.datetime) -> list[Any]:
+    """The users with pending units, least served first, then oldest waiting job first."""
+    since = now - dt.timedelta(seconds=settings.TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS)
+    served: dict[Any, float] = dict(
+        TranscriptionUnit.objects.filter(status__in=[UnitStatus.PROCESSING, UnitStatus.DONE], claimed_at__gte=since)
+        .values("owner_id")
+        .annotate(seconds=Sum(F("end") - F("start")))
+        .values_list("owner_id", "seconds")
+    )
+    waiting = (
+        TranscriptionUnit.objects.filter(status=UnitStatus.PENDING)
+        .values("owner_id")
+        .annotate(oldest=Min("created_at"))
+        .values_list("owner_id", "oldest")
+    )
+    return [owner for owner, oldest in sorted(waiting, key=lambda row: (served.get(row[0]) or 0.0, row[1]))]
+
+
+def _claim_oldest_of(*, owner_id: Any, claim_token: str, now: dt.datetime) -> TranscriptionUnit | None:
+    """Claim ``owner_id``'s oldest pending unit that no other claimer holds; None if none."""
+    with transaction.atomic():
+        # PostgreSQL: FOR UPDATE SKIP LOCKED, so that concurrent claimers each take another
+        # unit instead of queueing on one row. SQLite ignores it (it serialises writers);
+        # there the conditional UPDATE below is what stops a second claimer.
+        unit = (
+            TranscriptionUnit.objects.select_for_update(skip_locked=True)
+            .filter(owner_id=owner_id, status=UnitStatus.PENDING)
+            .order_by("created_at", "batch_id", "index")
+            .first()
+        )
+        if unit is None:
+            return None
+        # Race: another claimer took it since the read (SQLite): the UPDATE names pending.
+        taken = TranscriptionUnit.objects.filter(id=unit.id, status=UnitStatus.PENDING).update(
+            status=UnitStatus.PROCESSING, claim_token=claim_token, claimed_at=now, attempts=F("attempts") + 1
+        )
+    if not taken:
+        return None
+    unit.status, unit.claim_token, unit.claimed_at = UnitStatus.PROCESSING, claim_token, now
+    unit.attempts += 1
+    return unit
+
+
+# --- Decoding ----------------------------------------------------------------------------
+
+
+def transcription_unit_run_next(*, claim_token: str) -> bool:
+    """Claim the next unit in the fair order, decode it, store it; returns whether one ran.
+
+    Units of a batch whose jobs are gone (deleted) are dropped and the next is claimed.
+    The task that stores a batch's last unit completes the batch's jobs.
+    """
+    while True:
+        unit = transcription_unit_claim(claim_token=claim_token)
+        if unit is None:
+            return False
+        jobs = list(
+            Transcription.objects.filter(batch_id=unit.batch_id, status__in=[Status.PENDING, Status.PROCESSING])
+            .select_related("file")
+            .order_by("created_at", "id")
+        )
+        if not jobs:
+            dropped, _ = TranscriptionUnit.objects.filter(batch_id=unit.batch_id).delete()
+            logger.info("Transcription units of batch %s dropped: its jobs are gone (%d)", unit.batch_id.hex, dropped)
+            continue
+        _run_unit(unit=unit, jobs=jobs, claim_token=claim_token)
+        return True
+
+
+def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token: str) -> None:
+    job = jobs[0]
+    file = job.file
+    context = job.batch_log_context()
+    wanted = {claimed.format for claimed in jobs}
+    started = time.perf_counter()
+    try:
+        result = _transcribe_span(
+            file=file,
+            job=job,
+            start=unit.start,
+            end=unit.end,
+            # Subtitle cues are cut at word boundaries, so they need the words' times.
+            word_timestamps=job.word_timestamps or bool(wanted & runs.SUBTITLES),
+        )
+    except Exception as exc:
+        reason = runs.failure_reason(exc, file=file, job=job, duration=settings.TRANSCRIPTION_UNIT_SECONDS)
+        if reason is None:
+            logger.exception(
+                "Transcription unit %d failed: internal error %s", unit.index, context.words, extra=context.extra
+            )
+            reason = "Transcription failed: internal error"
+        _fail_batch(batch_id=unit.batch_id, error=reason)
+        return
+    stored = TranscriptionUnit.objects.filter(id=unit.id, status=UnitStatus.PROCESSING, claim_token=claim_token).update(
+        status=UnitStatus.DONE, result=_result_json(result)
+    )
+    if not stored:
+        return  # dropped (the batch failed or its jobs were deleted) or taken over meanwhile
+    logger.info(
+        "Transcription unit %d (%.1f-%.1f s) ran in %.1f s with %s %s",
+        unit.index,
+        unit.start,
+        unit.end,
+        time.perf_counter() - started,
+        job.model,
+        context.words,
+        extra=context.extra,
+    )
+    _finish_if_done(batch_id=unit.batch_id)
+
+
+def _transcribe_span(
+    *, file: File, job: Transcription, start: float, end: float, word_timestamps: bool
+) -> engine.TranscriptResult:
+    """Decode ``start``-``end`` s of ``file`` with ``job``'s options; times from the file's start.
+
+    A stand-in for the engine's ``transcribe_windows``: the span is copied out of the WAV
+    (16 kHz mono s16le, so no decoding) and given to :func:`engine.transcribe`.
+    """
+    model = worker.model_cache().get(job.model)
+    with file_wav_local_path(file) as wav_path, tempfile.TemporaryDirectory() as folder:
+        span_path = Path(folder) / "span.wav"
+        with wave.open(str(wav_path), "rb") as source, wave.open(str(span_path), "wb") as target:
+            rate = source.getframerate()
+            first = min(int(round(start * rate)), source.getnframes())
+            source.setpos(first)
+            frames = source.readframes(max(int(round(end * rate)) - first, 0))
+            target.setparams(source.getparams())
+            target.writeframes(frames)
+        result = engine.transcribe(
+            model,
+            span_path,
+            language=job.language or None,
+            vad_filter=settings.WHISPER_VAD_FILTER if job.vad_filter is None else job.vad_filter,
+            word_timestamps=word_timestamps,
+            prompt=job.prompt,
+            task=job.task,
+            temperature=job.temperature,
+        )
+    return dataclasses.replace(result, segments=[_shifted(segment, start) for segment in result.segments])
+
+
+def _shifted(segment: engine.Segment, offset: float) -> engine.Segment:
+    words = None
+    if segment.words is not None:
+        words = tuple(
+            dataclasses.replace(word, start=round(word.start + offset, 3), end=round(word.end + offset, 3))
+            for word in segment.words
+        )
+    return dataclasses.replace(
+        segment, start=round(segment.start + offset, 3), end=round(segment.end + offset, 3), words=words
+    )
+
+
+# --- Merging and completing ---------------------------------------------------------------
+
+
+def _result_json(result: engine.TranscriptResult) -> dict[str, Any]:
+    return {
+        "text": result.text,
+        "language": result.language,
+        "language_probability": result.language_probability,
+        "segments": [dataclasses.asdict(segment) for segment in result.segments],
+    }
+
+
+def _segment_from_json(data: dict[str, Any], index: int) -> engine.Segment:
+    words = data.get("words")
+    return engine.Segment(
+        **{
+            **data,
+            "id": index,
+            "tokens": tuple(data.get("tokens") or ()),
+            "words": None if words is None else tuple(engine.Word(**word) for word in words),
+        }
+    )
+
+
+def units_merge(*, results: list[dict[str, Any]], duration: float, task: str) -> engine.TranscriptResult:
+    """One transcript from the stored results of a batch's units, in audio order.
+
+    Segments keep their times (already from the file's start) and are numbered again; the
+    language is the one spoken longest, its probability the duration-weighted mean of the
+    units' confidence in it.
+    """
+    segments: list[engine.Segment] = []
+    for result in results:
+        segments.extend(_segment_from_json(segment, len(segments)) for segment in result["segments"])
+    seconds: defaultdict[str, float] = defaultdict(float)
+    for segment in segments:
+        seconds[segment.language] += max(segment.end - segment.start, 0.0)
+    language = max(seconds, key=seconds.__getitem__) if seconds else results[0]["language"]
+    weights = [
+        (sum(max(s["end"] - s["start"], 0.0) for s in result["segments"]), result["language_probability"])
+        for result in results
+        if result["language"] == language
+    ]
+    total = sum(weight for weight, _ in weights)
+    probability = sum(weight * p for weight, p in weights) / total if total > 0 else 0.0
+    return engine.TranscriptResult(
+        # Each unit's text starts a new sentence; scripts without spaces get one between
+        # units too (the engine's merge will know each window's first segment).
+        text=" ".join(result["text"] for result in results if result["text"]),
+        segments=segments,
+        language=language,
+        language_probability=probability,
+        duration=duration,
+        task=task,
+    )
+
+
+def _finish_if_done(*, batch_id: uuid.UUID) -> int:
+    """Complete the batch's jobs if every unit of it is done; returns how many were completed.
+
+    Two tasks storing the last two units at once may both get here: each job is completed
+    by a conditional UPDATE, so by one of them.
+    """
+    units = list(TranscriptionUnit.objects.filter(batch_id=batch_id).order_by("index"))
+    if not units or any(unit.status != UnitStatus.DONE for unit in units):
+        return 0
+    jobs = list(
+        Transcription.objects.filter(batch_id=batch_id, status=Status.PROCESSING)
+        .select_related("file")
+        .order_by("created_at")
+    )
+    if not jobs:
+        return 0  # deleted, failed, or completed by the other task; or pending again (re-queued)
+    job = jobs[0]
+    merged = units_merge(results=[unit.result for unit in units], duration=job.file.duration, task=job.task)
+    rendered = {
+        claimed.format: formats.render(merged, claimed.format, word_timestamps=job.word_timestamps) for claimed in jobs
+    }
+    completed = 0
+    for token in {claimed.claim_token for claimed in jobs}:
+        completed += runs.transcription_batch_complete(
+            batch_id=batch_id, claim_token=token, rendered=rendered, language=merged.language
+        )
+    context = job.batch_log_context()
+    logger.info(
+        "Transcription batch merged %d units (%.1f s of audio) %s",
+        len(units),
+        job.file.duration,
+        context.words,
+        extra=context.extra,
+    )
+    return completed
+
+
+def _fail_batch(*, batch_id: uuid.UUID, error: str) -> int:
+    """Fail the batch's processing jobs (refunded once) and drop its units; returns how many failed."""
+    failed = 0
+    with transaction.atomic():
+        tokens = set(
+            Transcription.objects.filter(batch_id=batch_id, status=Status.PROCESSING).values_list(
+                "claim_token", flat=True
+            )
+        )
+        for token in tokens:
+            failed += runs.transcription_batch_fail(batch_id=batch_id, claim_token=token, error=error)
+        TranscriptionUnit.objects.filter(batch_id=batch_id).delete()
+    return failed
+
+
+# --- Recovery ----------------------------------------------------------------------------
+
+
+def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | None = None) -> int:
+    """Put back the units lost workers held, and send again for units whose message was lost.
+
+    A unit processing for longer than a unit's hard time limit plus ``older_than`` seconds
+    lost its worker: it goes back to pending (its claim token void), or fails its batch
+    after ``TRANSCRIPTION_MAX_ATTEMPTS`` claims. A unit pending whose last message is
+    older than ``older_than`` seconds gets a new message. Units of batches whose jobs are
+    gone are dropped, and a batch whose units are all done but whose jobs are still
+    processing (its last task died before completing them) is completed. Returns how many
+    units were queued again.
+    """
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=older_than)
+    _, hard = time_limits(duration=settings.TRANSCRIPTION_UNIT_SECONDS)
+    lost_before = cutoff - dt.timedelta(seconds=hard)
+    alive = Transcription.objects.filter(status__in=[Status.PENDING, Status.PROCESSING]).values("batch_id")
+    TranscriptionUnit.objects.exclude(batch_id__in=alive).exclude(status=UnitStatus.DONE).delete()
+    # Done units count as service for the fairness window, then go.
+    served_before = now - dt.timedelta(seconds=settings.TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS)
+    TranscriptionUnit.objects.exclude(batch_id__in=alive).filter(claimed_at__lt=served_before).delete()
+    count = 0
+    for unit in TranscriptionUnit.objects.filter(status=UnitStatus.PROCESSING, claimed_at__lt=lost_before):
+        if unit.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
+            _fail_batch(
+                batch_id=unit.batch_id,
+                error=f"Transcription failed after {unit.attempts} attempts: the worker stopped before it finished",
+            )
+            continue
+        released = TranscriptionUnit.objects.filter(
+            id=unit.id, status=UnitStatus.PROCESSING, claim_token=unit.claim_token
+        ).update(status=UnitStatus.PENDING, claim_token="", queued_at=now)
+        if released:
+            logger.warning(
+                "Transcription unit %d of batch %s lost its worker (task %s): queued again",
+                unit.index,
+                unit.batch_id.hex,
+                unit.claim_token,
+            )
+            count += 1
+    waiting = TranscriptionUnit.objects.filter(status=UnitStatus.PENDING, queued_at__lt=cutoff)
+    count += waiting.update(queued_at=now)
+    # A task killed between storing a batch's last unit and completing its jobs: its
+    # redelivery claims other work, so the batch is finished here.
+    processing = Transcription.objects.filter(status=Status.PROCESSING).values("batch_id")
+    finished = (
+        TranscriptionUnit.objects.filter(batch_id__in=processing)
+        .values("batch_id")
+        .annotate(open=Count("id", filter=~Q(status=UnitStatus.DONE)))
+        .filter(open=0)
+        .values_list("batch_id", flat=True)
+    )
+    for batch_id in list(finished):
+        _finish_if_done(batch_id=batch_id)
+    if count:
+        logger.info("Transcription units queued again: %d", count)
+    with transaction.atomic():
+        transcription_units_enqueue(count=count)
+    return count
+
+
+def transcription_unit_batches() -> Any:
+    """The ids of the batches cut into units (a queryset of ``batch_id``), for the job recovery."""
+    return TranscriptionUnit.objects.values("batch_id")
