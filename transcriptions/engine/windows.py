@@ -652,12 +652,13 @@ def _sample(seconds: float) -> int:
 
 
 class _AlignedWindow:
-    """Stands in for the WhisperModel in ``WhisperModel.add_word_timestamps`` for one window.
+    """Stands in for the WhisperModel in ``WhisperModel.add_word_timestamps`` for one decoding.
 
-    That method aligns the words of the windows it is given and then times them, passing
-    the end of one window's speech on to the next. Here a batch's alignment is computed in
-    one call beforehand, and the method is run on each window alone with that window's
-    alignment: faster-whisper's timing rules, nothing passed from one window to another.
+    That method aligns the words of the decodings it is given and then times them, passing
+    the end of one decoding's speech on to the next. Here a batch's alignment is computed in
+    one call beforehand, and the method is run on each decoding alone with its alignment and
+    the end of its own window's speech so far: faster-whisper's timing rules, with nothing
+    passed from one window to another.
     """
 
     def __init__(self, frames_per_second: float, alignment: list[dict[str, Any]]) -> None:
