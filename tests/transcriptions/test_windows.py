@@ -200,6 +200,21 @@ def test_windows_decoded_apart_merge_like_one_call(models: ModelCache, minute: n
         merge_windows(run(windows[half:], 8) + run(windows[:half], 8), duration=duration)
 
 
+def test_every_window_is_written_to_its_end(models: ModelCache) -> None:
+    # ggml-tiny.en is English-only: on the German half of multilingual.mp3 it falls back to
+    # sampling, and some draws write a few words and stop seconds before the window ends
+    # (the rest is then decoded again from there). Whichever happens, the window's text
+    # reaches its end.
+    audio = load_audio(DATA_DIR / "multilingual.mp3")
+    windows = plan_windows(audio)
+    transcripts = transcribe_windows(models.get("ggml-tiny.en"), audio, windows, language=None)
+    for transcript in transcripts:
+        window = transcript.window
+        assert transcript.segments and window.end - transcript.segments[-1].end < 1.5
+        assert all(window.start <= s.start < s.end <= window.end for s in transcript.segments)
+    assert {segment.temperature for segment in transcripts[-1].segments} & {0.2, 0.4, 0.6, 0.8, 1.0}
+
+
 def test_prompt_reaches_every_window(models: ModelCache, jfk: np.ndarray) -> None:
     audio = np.concatenate([jfk, _silence(20.0), load_audio(DATA_DIR / "hotwords.mp3")])
     windows = plan_windows(audio, max_seconds=12.0)

@@ -154,15 +154,12 @@ def plan_windows(
     that touch are listed as one. ``vad_options``: faster-whisper's :class:`VadOptions` or a
     dict of its fields; their ``max_speech_duration_s`` is capped at ``max_seconds``.
 
-    Why pauses are left out rather than windows cut there: decoded without timestamps (see
-    the module), Whisper tends to end its text at a long pause and drop the speech after
-    it. With ggml-tiny.en, a window of JFK's 11 s, a 2 s pause and 14 s more of speech came
-    out as JFK's words alone, and a window whose last 5 s followed a 2.5 s pause lost them
-    (a 1.5 s pause was passed); left out, each pause is 0.8 s of the padding. Cutting
-    windows at each such pause instead took 28 windows instead of 11 for the 5-minute
-    benchmark recording, and twice the CPU time: a window costs mostly its encoder pass of
-    a full 30 s (on two cores, 0.6 CPU-seconds a window with ggml-tiny.en against 0.3 for
-    the beam search of its words), so windows are filled with speech.
+    Why pauses are left out: a window costs mostly its encoder pass over a full 30 s (on
+    two cores, 0.6 CPU-seconds a window with ggml-tiny.en against 0.3 for the beam search
+    of its words), so windows are filled with speech, as the pipeline fills its chunks: 10
+    windows for the 5-minute benchmark recording instead of 11 with the pauses kept, and 28
+    (twice the CPU time) if windows were cut at every pause over about 1.3 s. A pause left
+    out is heard as 0.8 s: the 0.4 s of padding on either side of it.
     """
     if not 0.0 < max_seconds <= MAX_WINDOW_SECONDS:
         raise ValueError(f"max_seconds must be in (0, {MAX_WINDOW_SECONDS:g}], not {max_seconds!r}")
@@ -361,12 +358,15 @@ class _BatchDecoder:
 
     Every decoding is aligned to its audio, word by word: that times the sentences, and it
     shows where Whisper stopped. Decoded without timestamps, Whisper sometimes ends its text
-    seconds before the window's speech ends (on the 5-minute benchmark recording, 3 windows
-    of 11 with ggml-tiny.en lost their last 6-7 s, and clip60.flac its last 11 s), which
-    faster-whisper's pipeline leaves lost. Here, where more than :data:`TAIL_SECONDS` of the
-    window follows the last word, the rest of the window is decoded again from that word's
-    end, as the sequential decoder goes on from its last timestamp: a queue of decodings,
-    taken ``batch_size`` at a time, at most one of each window in a batch.
+    seconds before the window's speech ends, and faster-whisper's pipeline leaves the rest
+    unheard: with the log-mel padded with zeros (see :meth:`_decode_once`), 2 windows of 10
+    of the 5-minute benchmark recording lost their last 6-7 s with ggml-tiny.en, and the
+    second window of clip60.flac its last 11 s (German, which tiny.en stops writing). Here,
+    where more than :data:`TAIL_SECONDS` of the window follows the last word, the rest is
+    decoded again from that word's end, as the sequential decoder goes on from its last
+    timestamp: a queue of decodings, taken ``batch_size`` at a time, at most one of each
+    window in a batch. (Padded with silence, the benchmark recordings need no second
+    decoding; clip60.flac needs one.)
     """
 
     def __init__(
@@ -424,15 +424,16 @@ class _BatchDecoder:
         samples_per_frame = model.feature_extractor.hop_length
         passes = []
         for item in batch:
-            # As the batched pipeline: the extractor gives one frame more than the samples fill.
             # Padded to 30 s with silence before the log-mel (as OpenAI's Whisper pads its
             # input) rather than the log-mel with zeros after (as faster-whisper does): on
             # three 5-minute recordings read by espeak-ng, WER 13.3, 10.6 and 14.1 % against
             # 14.1, 11.2 and 16.7 % with ggml-tiny.en (sequential engine.transcribe: 12.6,
-            # 13.9 and 18.9 %).
+            # 13.9 and 18.9 %), and a window of JFK's 11 s, a 2 s pause and 18 s more of
+            # speech no longer came out as JFK's words alone.
             rest = item.samples[item.seek * samples_per_frame :]
             frames = min(model.feature_extractor.nb_max_frames, len(rest) // samples_per_frame, item.frames - item.seek)
             padded = np.pad(rest, (0, max(0, model.feature_extractor.n_samples - len(rest))))
+            # The extractor gives one frame more than the samples fill (the pipeline drops it too).
             features = model.feature_extractor(padded)[..., :-1]
             passes.append(_Pass(progress=item, features=pad_or_trim(features), frames=frames))
         features = np.stack([one.features for one in passes])
@@ -651,12 +652,13 @@ def _sample(seconds: float) -> int:
 
 
 class _AlignedWindow:
-    """Stands in for the WhisperModel in ``WhisperModel.add_word_timestamps`` for one window.
+    """Stands in for the WhisperModel in ``WhisperModel.add_word_timestamps`` for one decoding.
 
-    That method aligns the words of the windows it is given and then times them, passing
-    the end of one window's speech on to the next. Here a batch's alignment is computed in
-    one call beforehand, and the method is run on each window alone with that window's
-    alignment: faster-whisper's timing rules, nothing passed from one window to another.
+    That method aligns the words of the decodings it is given and then times them, passing
+    the end of one decoding's speech on to the next. Here a batch's alignment is computed in
+    one call beforehand, and the method is run on each decoding alone with its alignment and
+    the end of its own window's speech so far: faster-whisper's timing rules, with nothing
+    passed from one window to another.
     """
 
     def __init__(self, frames_per_second: float, alignment: list[dict[str, Any]]) -> None:
