@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -47,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from http_client import call, free_port, multipart
+
 ROOT = Path(__file__).resolve().parent.parent
 JFK = ROOT / "tests" / "data" / "jfk.flac"
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -55,31 +56,6 @@ PASSWORD = "Bench-Passw0rd!"
 # Settings a developer's shell may set that a fresh `make run` would not have.
 UNSET_PREFIXES = ("CELERY_", "S3_", "TRANSCRIPTION_", "CONVERSION_", "SQLITE_")
 UNSET = ("DATABASE_URL", "STATIC_ROOT", "MEDIA_ROOT", "CACHE_URL", "PRODUCTION", "DEBUG", "SECRET_KEY")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def call(method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            raw = response.read()
-            return json.loads(raw) if raw else None
-    except urllib.error.HTTPError as error:
-        raise SystemExit(f"{method} {url}: {error.code} {error.read().decode()[:300]}") from None
-
-
-def multipart(path: Path) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def make_video(path: Path) -> None:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -36,36 +36,16 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+
+import http_client
+from http_client import free_port, multipart
+
+call = functools.partial(http_client.call, timeout=120)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "bench" / "data" / "clip60.flac"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 POLL_SECONDS = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def call(method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        raise SystemExit(f"{method} {url}: {error.code} {error.read().decode()[:300]}") from None
-
-
-def multipart(path: Path) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 class Service:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from transcriptions.engine import join_segment_texts
 from transcriptions.formats import render
 from transcriptions.subtitles import (
     LINGER_SECONDS,
@@ -59,19 +60,6 @@ class Result:
 
 LINE_LIMITS = {"ja": 13, "zh": 16}
 SPACELESS = {"ja", "zh"}
-
-
-def join_segment_texts(raw_texts: list[str]) -> str:
-    """As the engine joins segments: a space where the raw text starts with one, else nothing."""
-    pieces: list[str] = []
-    for raw in raw_texts:
-        text = raw.strip()
-        if not text:
-            continue
-        if pieces and raw[:1].isspace():
-            pieces.append(" ")
-        pieces.append(text)
-    return "".join(pieces)
 
 
 def make_result(segment_words: list[tuple[str, list[Word]]], *, duration: float | None = None) -> Result:
