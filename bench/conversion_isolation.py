@@ -76,7 +76,7 @@ def make_video(path: Path) -> None:
 class Service:
     """``manage.py serve`` on a free port and a temporary DATA_DIR, its output in a log file."""
 
-    def __init__(self, work: Path, models_dir: Path, *, merged: bool) -> None:
+    def __init__(self, work: Path, models_dir: Path, *, merged: bool, env: dict[str, str] | None = None) -> None:
         self.work = work
         self.merged = merged
         tag = uuid.uuid4().hex[:8]
@@ -94,6 +94,7 @@ class Service:
         if merged:
             # As before conversions had a queue of their own: ffmpeg on MEDIA_THREADS (2).
             self.env["CONVERSION_FFMPEG_THREADS"] = "2"
+        self.env.update(env or {})
         self.log_path = work / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.base = ""

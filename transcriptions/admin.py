@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from transcriptions.models import Transcription
+from transcriptions.models import Transcription, TranscriptionUnit
 from whisper_site.admin_changelist import LargeTablePaginator, search_by_id_or_owner
 
 ERROR_PREVIEW_CHARS = 80
@@ -108,3 +109,57 @@ class TranscriptionAdmin(admin.ModelAdmin):
             self.message_user(request, f"Re-queued {count} failed transcription(s).", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} transcription(s) that had not failed.", messages.WARNING)
+
+
+@admin.register(TranscriptionUnit)
+class TranscriptionUnitAdmin(admin.ModelAdmin):
+    """The units of scheduling (docs/transcription.md, "Scheduling"): who decodes what, and where."""
+
+    list_display = ("batch_id", "index", "owner", "status", "start", "end", "windows_count", "worker", "attempts")
+    list_filter = ("status",)
+    search_fields = ("batch_id",)
+    search_help_text = "A batch UUID (a job's batch id)."
+    list_select_related = ("owner",)
+    ordering = ("-created_at", "batch_id", "index")
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+    fields = (
+        "id",
+        "batch_id",
+        "index",
+        "owner",
+        "file",
+        "status",
+        "start",
+        "end",
+        "windows_count",
+        "claim_token",
+        "worker",
+        "attempts",
+        "claimed_at",
+        "queued_at",
+        "created_at",
+    )
+    # Units belong to the workers and are dropped with their batch: read-only here.
+    readonly_fields = fields
+
+    @admin.display(description="windows")
+    def windows_count(self, obj: TranscriptionUnit) -> str:
+        return "whole span" if obj.windows is None else str(len(obj.windows))
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[TranscriptionUnit], search_term: str
+    ) -> tuple[QuerySet[TranscriptionUnit], bool]:
+        term = search_term.strip().replace("-", "")
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(batch_id=uuid.UUID(term)), False
+        except ValueError:
+            return queryset.none(), False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TranscriptionUnit | None = None) -> bool:
+        return False

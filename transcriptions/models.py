@@ -97,9 +97,10 @@ class Transcription(models.Model):
 class TranscriptionUnit(models.Model):
     """A span of one batch's audio, the unit of scheduling (docs/transcription.md, "Scheduling").
 
-    The batch's jobs stay the unit of billing, status and results; a file longer than
-    ``TRANSCRIPTION_UNIT_SECONDS`` is cut into units that any free worker claims, in the
-    fair order, and the worker that stores the last unit's segments completes the jobs.
+    The batch's jobs stay the unit of billing, status and results. When a worker claims a
+    batch, it is planned into units: one for a file of at most ``TRANSCRIPTION_UNIT_SECONDS``,
+    else groups of the engine's windows of speech that any free worker claims, in the fair
+    order; the worker that stores the last unit's segments completes the jobs.
     """
 
     class Status(models.TextChoices):
@@ -124,6 +125,11 @@ class TranscriptionUnit(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     # Its segments, times from the start of the file, with its language (done units only).
     result = models.JSONField(null=True, blank=True)
+    # The engine's windows of speech it decodes in one batch ([{"start", "end", "speech"}]);
+    # null: the span start-end is decoded as one piece of audio.
+    windows = models.JSONField(null=True, blank=True)
+    # The worker process that claimed it last ("host:pid"), for operators.
+    worker = models.CharField(max_length=255, blank=True, default="")
     # The batch's oldest job's creation: within a user, the oldest job is served first.
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -414,10 +414,12 @@ TRANSCRIPTION_TIME_LIMIT_PER_AUDIO_SECOND = env_float("TRANSCRIPTION_TIME_LIMIT_
 # A job whose worker died this many times fails (and is refunded) instead of running again.
 TRANSCRIPTION_MAX_ATTEMPTS = env_int("TRANSCRIPTION_MAX_ATTEMPTS", 3, minimum=1)
 # Scheduling (docs/transcription.md, "Scheduling"): a file longer than
-# TRANSCRIPTION_UNIT_SECONDS is cut into units of at most that much audio, each claimed
-# by any free worker; the next unit goes to the user served the fewest audio seconds in
-# the last TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS.
+# TRANSCRIPTION_UNIT_SECONDS is cut into units of at most that much speech (groups of
+# windows of up to 30 s, decoded TRANSCRIPTION_BATCH_SIZE at a time), each claimed by any
+# free worker; the next unit goes to the user served the fewest audio seconds in the
+# last TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS.
 TRANSCRIPTION_UNIT_SECONDS = env_float("TRANSCRIPTION_UNIT_SECONDS", 120.0, minimum=1.0)
+TRANSCRIPTION_BATCH_SIZE = env_int("TRANSCRIPTION_BATCH_SIZE", 8, minimum=1)
 TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS = env_int("TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS", 600, minimum=1)
 # Recovery of jobs left behind by a lost worker or a lost queue (requeue_stuck), run
 # by Celery beat every TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS; a pending job is sent

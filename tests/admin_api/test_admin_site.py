@@ -20,7 +20,7 @@ from accounts import services as account_services
 from accounts.models import ApiKey, User, UserSession
 from files.models import File
 from tests.conftest import PASSWORD
-from transcriptions.models import Transcription
+from transcriptions.models import Transcription, TranscriptionUnit
 from whisper_site import admin_changelist
 
 pytestmark = pytest.mark.django_db
@@ -72,6 +72,10 @@ def test_every_operator_page_opens(operator: Client, carol: User) -> None:
     job = add_job(carol, file, status="failed", error="Insufficient token balance. Required: 120, Available: 50")
     session = UserSession.objects.create(user=carol)
     key, _ = account_services.api_key_create(user=carol, name="ci key")
+    unit = TranscriptionUnit.objects.create(
+        batch_id=job.batch_id, owner=carol, file=file, index=0, start=0.0, end=30.0, worker="host-b:4242",
+        windows=[{"start": 0.4, "end": 29.8, "speech": []}],
+    )  # fmt: skip
     pages = [
         "/admin/",
         "/admin/accounts/user/",
@@ -84,12 +88,17 @@ def test_every_operator_page_opens(operator: Client, carol: User) -> None:
         f"/admin/files/file/{file.pk}/change/",
         "/admin/transcriptions/transcription/?status__exact=failed",
         f"/admin/transcriptions/transcription/{job.pk}/change/",
+        "/admin/transcriptions/transcriptionunit/?status__exact=pending",
+        f"/admin/transcriptions/transcriptionunit/{unit.pk}/change/",
     ]
     for page in pages:
         response = operator.get(page)
         assert response.status_code == 200, page
     listing = operator.get("/admin/transcriptions/transcription/?status__exact=failed").content.decode()
     assert "Insufficient token balance" in listing
+    units = operator.get(f"/admin/transcriptions/transcriptionunit/?q={job.batch_id}").content.decode()
+    assert "host-b:4242" in units
+    assert "host-b:4242" not in operator.get("/admin/transcriptions/transcriptionunit/?q=nothing").content.decode()
 
 
 def test_user_change_page_shows_statistics_and_edits_the_balance(operator: Client, carol: User) -> None:

@@ -108,7 +108,7 @@ def test_the_claim_reads_the_duration_from_the_database_not_the_instance(
     with django_capture_on_commit_callbacks(execute=False):
         file_convert_audio_task.apply(args=[file.id.hex]).get()  # WAV and duration, no signal
     job = Transcription.objects.get()
-    [claimed] = runs._claim_and_charge(batch_id=job.batch_id, claim_token="task-1", file=stale)
+    [claimed] = runs.claim_and_charge(batch_id=job.batch_id, claim_token="task-1", file=stale)
     assert claimed.cost == REAL_COST
     assert stale.duration == pytest.approx(REAL_SECONDS, abs=0.05)
     assert balance(payer) == 1000 - REAL_COST
@@ -120,7 +120,7 @@ def test_the_claim_takes_nothing_while_the_file_has_no_wav(
     file = post_file(client_session, liar, django_capture_on_commit_callbacks, convert=False)
     transcribe(client_session, file, django_capture_on_commit_callbacks)
     job = Transcription.objects.get()
-    assert runs._claim_and_charge(batch_id=job.batch_id, claim_token="task-1", file=file) == []
+    assert runs.claim_and_charge(batch_id=job.batch_id, claim_token="task-1", file=file) == []
     job.refresh_from_db()
     assert (job.status, job.cost) == ("pending", 0)
     assert balance(payer) == 1000

@@ -287,14 +287,21 @@ def test_requeue_stuck_recovers_lost_messages_and_lost_workers(
         job.refresh_from_db()
         return job.status, job.cost
 
+    # A message says there is work, not whose: the three sent take the oldest three batches
+    # waiting, the just_sent one among them; the lost worker's job, now the newest waiting,
+    # is the work of the message still on its way.
     assert state(never_sent) == ("completed", 11)
     assert state(sent_long_ago) == ("completed", 11)
-    assert state(lost_worker) == ("completed", 11)  # already paid: not charged again
-    assert state(just_sent) == ("pending", 0)
+    assert state(just_sent) == ("completed", 11)
+    assert state(lost_worker) == ("pending", 11)  # keeps what it paid
     assert state(busy_worker) == ("processing", 11)
     assert state(waiting) == ("pending", 0)
     assert state(doomed) == ("failed", 0) and doomed.error == "File conversion failed: bad data"
-    assert balance(user) == 978 - 22
+    assert balance(user) == 978 - 33
+    with django_capture_on_commit_callbacks(execute=True):
+        run_batch(just_sent.batch_id, "the-message-on-its-way")
+    assert state(lost_worker) == ("completed", 11)  # already paid: not charged again
+    assert balance(user) == 978 - 33
 
     # Idempotent: nothing is left to recover.
     out = StringIO()

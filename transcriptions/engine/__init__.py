@@ -25,6 +25,7 @@ from transcriptions.engine.cache import (
 from transcriptions.engine.errors import EngineError, InvalidLanguage, InvalidTask, UnknownModel
 from transcriptions.engine.inference import (
     DEFAULT_TEMPERATURES,
+    SAMPLING_RATE,
     Segment,
     TranscriptResult,
     Word,
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_TEMPERATURES",
     "MAX_WINDOW_SECONDS",
     "MODEL_NAME_PATTERN",
+    "SAMPLING_RATE",
     "TASKS",
     "BundledModel",
     "EngineError",

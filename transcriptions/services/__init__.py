@@ -39,6 +39,8 @@ from transcriptions.services.units import (
     transcription_unit_run_next,
     transcription_units_requeue_stuck,
     unit_spans,
+    units_merge,
+    window_groups,
 )
 
 __all__ = [
@@ -66,4 +68,6 @@ __all__ = [
     "transcription_unit_run_next",
     "transcription_units_requeue_stuck",
     "unit_spans",
+    "units_merge",
+    "window_groups",
 ]

@@ -1,4 +1,7 @@
-"""Running a batch: claiming and charging its jobs, one inference run, completing or failing them.
+"""Running a batch: claiming and charging its jobs, completing or failing them.
+
+Which batch a worker runs, and how its audio is cut and decoded, is :mod:`.units`' (the
+fair order, units of scheduling); this module holds the jobs' side of it.
 
 A job moves
 
@@ -21,7 +24,6 @@ and every move is a conditional UPDATE that names the state it leaves, so that t
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
@@ -38,7 +40,7 @@ from accounts.models import User
 from accounts.services import InsufficientBalance, balance_charge, balance_refund
 from files.models import File
 from files.selectors import file_wav_local_path
-from transcriptions import engine, formats, worker
+from transcriptions import engine, worker
 from transcriptions.models import Transcription
 from transcriptions.services.jobs import conversion_failed_message
 from transcriptions.services.prices import audio_seconds, job_cost, time_limits
@@ -51,71 +53,29 @@ SUBTITLES = frozenset({Transcription.Format.SRT, Transcription.Format.VTT})
 
 
 def transcription_batch_run(*, batch_id: uuid.UUID, claim_token: str) -> None:
-    """Run the jobs of one batch: claim and charge each, transcribe once, store every format.
+    """A batch's message: the next work in the fair order, for ``claim_token`` (the Celery task id).
 
-    ``claim_token`` is the Celery task id. Safe to run twice and at once: only jobs pending
-    (or processing under this same token, a redelivery after the worker died) are taken.
-    While the file has no WAV yet nothing happens (the file_audio_ready receiver queues the
-    batch again); a failed conversion fails the pending jobs without charging them. The
-    cost comes from the file's duration as the claim reads it: once the WAV is stored, that
-    is the WAV's measured length, never the upload header's claim.
+    A message says that there is work, not whose: this batch's jobs are claimed when they
+    are next in the fair order, by this message or another (:mod:`.units`), so that a short
+    job never waits behind everything queued before it. While the batch's file has no WAV
+    nothing is run for it (the file_audio_ready receiver queues the batch again); a failed
+    conversion fails its pending jobs without charging them.
     """
     first = Transcription.objects.filter(batch_id=batch_id).select_related("file").order_by("created_at").first()
-    if first is None:
-        return  # every job of the batch was deleted
-    file = first.file
-    if file.state == File.State.PROCESSING and not file.wav_name:
-        # Still converting. Only the WAV is needed: once it is stored, the jobs run even
-        # while the MP3/MP4 is still being made.
-        return
-    if file.state == File.State.FAILED:
+    if first is not None and first.file.state == File.State.FAILED:
         transcription_pending_fail(
-            jobs=Transcription.objects.filter(batch_id=batch_id), error=conversion_failed_message(file)
+            jobs=Transcription.objects.filter(batch_id=batch_id), error=conversion_failed_message(first.file)
         )
-        return
-
-    claimed = _claim_and_charge(batch_id=batch_id, claim_token=claim_token, file=file)
-    if not claimed:
-        return
-    job = claimed[0]
     from transcriptions.services import units  # units imports this module
 
-    if units.transcription_batch_is_long(file=file):
-        # Cut into units that every free worker can take (services.units); a short file
-        # is decoded here whole, as before, with no extra message or round trip.
-        units.transcription_batch_run_units(job=job, file=file, claim_token=claim_token)
-        return
-    context = job.batch_log_context()
-    started = time.perf_counter()
-    wanted = {claimed_job.format for claimed_job in claimed}
-    try:
-        # Subtitle cues are cut at word boundaries, so they need the words' times.
-        result = _transcribe(file=file, job=job, word_timestamps=job.word_timestamps or bool(wanted & SUBTITLES))
-        rendered = {fmt: formats.render(result, fmt, word_timestamps=job.word_timestamps) for fmt in wanted}
-    except Exception as exc:
-        reason = failure_reason(exc, file=file, job=job, duration=file.duration)
-        if reason is None:
-            logger.exception("Transcription batch failed: internal error %s", context.words, extra=context.extra)
-            reason = "Transcription failed: internal error"
-        # Each job logs its failure (a WARNING with the reason) as it is failed.
-        transcription_batch_fail(batch_id=batch_id, claim_token=claim_token, error=reason)
-        return
-    logger.info(
-        "Transcription batch ran %.1f s of audio in %.1f s with %s %s",
-        file.duration,
-        time.perf_counter() - started,
-        job.model,
-        context.words,
-        extra=context.extra,
-    )
-    transcription_batch_complete(
-        batch_id=batch_id, claim_token=claim_token, rendered=rendered, language=result.language
-    )
+    units.transcription_unit_run_next(claim_token=claim_token)
 
 
-def _claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> list[Transcription]:
+def claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> list[Transcription]:
     """Claim the batch's jobs for ``claim_token`` and charge those not charged yet.
 
+    Pending jobs are claimed, and jobs processing under ``claim_token`` itself (a
+    redelivery of the task whose worker was killed) are taken again, counting the attempt.
     Returns the jobs claimed and paid for, to be transcribed. ``file.duration`` and
     ``file.wav_name`` are read again from the database here, in the claim's transaction,
     and ``file`` is updated with them: the cost is computed from the duration recorded with
@@ -200,7 +160,7 @@ def _charge(job: Transcription, cost: int) -> bool:
     return True
 
 
-def _transcribe(*, file: File, job: Transcription, word_timestamps: bool) -> engine.TranscriptResult:
+def transcribe_file(*, file: File, job: Transcription, word_timestamps: bool) -> engine.TranscriptResult:
     """One inference run with the options of ``job``'s batch (every job of a batch has the same)."""
     model = worker.model_cache().get(job.model)
     with file_wav_local_path(file) as wav_path:

@@ -1,11 +1,14 @@
-"""Units of scheduling: a long batch's audio cut into spans that any free worker decodes.
+"""Units of scheduling: the work of every batch, claimed by any free worker in the fair order.
 
-The job stays the unit of billing, status and results (:mod:`.runs`). Below it, a batch
-whose file is longer than ``TRANSCRIPTION_UNIT_SECONDS`` is *planned* once its jobs are
-claimed and charged: cut into :class:`TranscriptionUnit` rows, one queue message per unit.
-A message only says "there is work": its task claims the next unit in the fair order,
-whatever batch it belongs to, decodes it and stores its segments; the task that stores a
-batch's last unit merges the units in order and completes the jobs. A unit moves
+The job stays the unit of billing, status and results (:mod:`.runs`). Below it, a batch is
+cut into :class:`TranscriptionUnit` rows when a worker claims it: one unit for a file of
+at most ``TRANSCRIPTION_UNIT_SECONDS``, decoded whole; for a longer one, groups of the
+engine's windows of speech (:func:`window_groups`), each decoded in batches by
+``engine.transcribe_windows``. A queue message only says "there is work": its task claims
+the next work in the fair order, whatever batch the message was sent for (a pending unit,
+or a batch waiting to be claimed, planned and charged), decodes one unit and stores its
+segments; the task that stores a batch's last unit merges the units in order and
+completes the jobs. A unit moves
 
     pending -> processing -> done
 
@@ -15,15 +18,10 @@ that fails (one unit failed, or was lost too often) has its jobs failed and refu
 (:func:`.runs.transcription_batch_fail`) and its units dropped; so do a batch's units once
 its jobs are gone (deleted).
 
-**Fair order.** The next unit is the oldest pending one of the user served the fewest
-audio seconds (units processing or done, claimed in the last
-``TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS``); ties go to the user whose waiting job is
-oldest. Claiming a unit counts at once, so users take turns (round robin), and a user's
-units go oldest job first, in audio order.
-
-The cut is :func:`unit_spans`: spans of the file cut in the pauses between the engine's
-windows of speech (:func:`engine.plan_windows`), so that no word is cut in two. A span is
-decoded by :func:`_transcribe_span` with one ``engine.transcribe``.
+**Fair order.** The next work is the oldest of the user served the fewest audio seconds
+(units processing or done, claimed in the last ``TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS``);
+ties go to the user whose waiting job is oldest. Claiming a unit counts at once, so users
+take turns (round robin), and a user's work goes oldest job first, in audio order.
 """
 
 from __future__ import annotations
@@ -32,6 +30,8 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+import os
+import socket
 import tempfile
 import time
 import uuid
@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Min, Q, Sum
@@ -51,6 +52,7 @@ from files.selectors import file_wav_local_path
 from transcriptions import engine, formats, worker
 from transcriptions.models import Transcription, TranscriptionUnit
 from transcriptions.services import runs
+from transcriptions.services.jobs import conversion_failed_message
 from transcriptions.services.prices import time_limits
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ Status = Transcription.Status
 UnitStatus = TranscriptionUnit.Status
 # How many times a claimer tries again after another claimer took the unit it chose.
 CLAIM_TRIES = 20
+# Scripts written without spaces between words: a span's text joins the next one's directly.
+SPACELESS_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "km", "my", "bo"})
 
 
 # --- Planning --------------------------------------------------------------------------
@@ -104,84 +108,92 @@ def unit_spans(
     return spans
 
 
-def _speech_windows(file: File) -> list[tuple[float, float]]:
-    """The (start, end) of ``file``'s stretches of speech, each at most 30 s, from its WAV.
+def window_groups(*, windows: Sequence[engine.Window], unit_seconds: float) -> list[list[engine.Window]]:
+    """Consecutive windows grouped into units of at most ``unit_seconds`` of speech (at least one each).
 
-    The stretches of the engine's windows rather than the windows: a window holds up to
-    30 s of speech but spans the pauses between its stretches, however long.
+    A unit's windows are decoded together, as one batch: the more it holds, the better a
+    worker's CPU is used, and the longer the next user waits for that worker.
     """
+    groups: list[list[engine.Window]] = []
+    speech = 0.0
+    for window in windows:
+        if groups and speech + window.speech_seconds <= unit_seconds + 1e-9:
+            groups[-1].append(window)
+            speech += window.speech_seconds
+        else:
+            groups.append([window])
+            speech = window.speech_seconds
+    return groups
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlannedUnit:
+    start: float
+    end: float
+    # The windows decoded together, as stored in TranscriptionUnit.windows; None: the span.
+    windows: list[dict[str, Any]] | None
+
+
+def _window_json(window: engine.Window) -> dict[str, Any]:
+    return {"start": window.start, "end": window.end, "speech": [list(stretch) for stretch in window.speech]}
+
+
+def _window_from_json(data: dict[str, Any]) -> engine.Window:
+    return engine.Window(
+        start=data["start"], end=data["end"], speech=tuple((start, end) for start, end in data.get("speech") or ())
+    )
+
+
+def decodes_by_windows(job: Transcription) -> bool:
+    """Whether a long batch's units are the engine's windows of speech, decoded in batches.
+
+    Windows are what the VAD heard as speech, so a request that turned the VAD off
+    (``vad_filter=false``) is cut into spans that are decoded whole, pauses included.
+    """
+    return job.vad_filter is not False
+
+
+def transcription_units_planned(*, file: File, job: Transcription) -> list[PlannedUnit]:
+    """How ``job``'s batch is cut into units (the VAD runs over the file's WAV for a long one).
+
+    A file of at most ``TRANSCRIPTION_UNIT_SECONDS`` is one unit, decoded whole as before.
+    A longer one is cut into groups of the engine's windows of speech
+    (:func:`window_groups`), or, for a request without VAD, into spans cut in the pauses
+    between them (:func:`unit_spans`). A long file where the VAD heard nothing is one unit
+    with no window: nothing to decode.
+    """
+    if not transcription_batch_is_long(file=file):
+        return [PlannedUnit(start=0.0, end=file.duration, windows=None)]
     with file_wav_local_path(file) as wav_path:
         audio = engine.load_audio(wav_path)
-    return [stretch for window in engine.plan_windows(audio) for stretch in window.stretches]
+    unit_seconds = settings.TRANSCRIPTION_UNIT_SECONDS
+    # A unit holds at most unit_seconds of speech, so a window does too.
+    windows = engine.plan_windows(audio, max_seconds=min(engine.MAX_WINDOW_SECONDS, unit_seconds))
+    if decodes_by_windows(job):
+        if not windows:
+            return [PlannedUnit(start=0.0, end=file.duration, windows=[])]
+        return [
+            PlannedUnit(
+                start=round(group[0].start, 3),
+                end=round(group[-1].end, 3),
+                windows=[_window_json(window) for window in group],
+            )
+            for group in window_groups(windows=windows, unit_seconds=unit_seconds)
+        ]
+    stretches = [stretch for window in windows for stretch in window.stretches]
+    return [
+        PlannedUnit(start=start, end=end, windows=None)
+        for start, end in unit_spans(windows=stretches, duration=file.duration, unit_seconds=unit_seconds)
+    ]
 
 
 def transcription_batch_is_long(*, file: File) -> bool:
-    """Whether ``file``'s batches are cut into units (else one worker decodes them whole)."""
+    """Whether ``file``'s batches are cut into several units (else one unit decodes them whole)."""
     return file.duration > settings.TRANSCRIPTION_UNIT_SECONDS
 
 
-def transcription_units_plan(*, job: Transcription, file: File) -> int:
-    """Cut ``job``'s batch into units, once; returns how many units are pending.
-
-    Idempotent: a redelivered message or an operator's re-queue plans again, and the units
-    already there (done ones with their results) are kept.
-    """
-    now = timezone.now()
-    created_at = (
-        Transcription.objects.filter(batch_id=job.batch_id).aggregate(oldest=Min("created_at"))["oldest"]
-        or job.created_at
-    )
-    if TranscriptionUnit.objects.filter(batch_id=job.batch_id).exists():
-        # Planned before (a redelivery, a re-queue): the units stand, done ones included.
-        spans = []
-    else:
-        spans = unit_spans(
-            windows=_speech_windows(file), duration=file.duration, unit_seconds=settings.TRANSCRIPTION_UNIT_SECONDS
-        )
-    # Race: two tasks planning one batch (a redelivery beside a re-queue): the unique
-    # (batch_id, index) keeps one row per span.
-    TranscriptionUnit.objects.bulk_create(
-        [
-            TranscriptionUnit(
-                batch_id=job.batch_id,
-                owner_id=job.owner_id,
-                file_id=file.id,
-                index=index,
-                start=start,
-                end=end,
-                created_at=created_at,
-                queued_at=now,
-            )
-            for index, (start, end) in enumerate(spans)
-        ],
-        ignore_conflicts=True,
-    )
-    units = TranscriptionUnit.objects.filter(batch_id=job.batch_id)
-    pending = units.filter(status=UnitStatus.PENDING).count()
-    context = job.batch_log_context()
-    logger.info(
-        "Transcription batch planned: %d units of at most %.0f s, %d pending %s",
-        units.count(),
-        settings.TRANSCRIPTION_UNIT_SECONDS,
-        pending,
-        context.words,
-        extra=context.extra,
-    )
-    return pending
-
-
-def transcription_batch_run_units(*, job: Transcription, file: File, claim_token: str) -> None:
-    """Plan a long batch whose jobs ``claim_token`` just claimed and charged, and start on it.
-
-    One more message per pending unit beyond the first lets free workers join; this task
-    then decodes the next unit in the fair order (not necessarily one of this batch).
-    """
-    pending = transcription_units_plan(job=job, file=file)
-    transcription_units_enqueue(count=pending - 1)
-    transcription_unit_run_next(claim_token=claim_token)
-    # Every unit may have been done already (a re-queue after the last unit was stored
-    # while the jobs were pending, a redelivery): the jobs complete from the stored results.
-    _finish_if_done(batch_id=job.batch_id)
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def transcription_units_enqueue(*, count: int) -> None:
@@ -212,11 +224,15 @@ def transcription_units_enqueue(*, count: int) -> None:
 
 
 def transcription_unit_claim(*, claim_token: str, now: dt.datetime | None = None) -> TranscriptionUnit | None:
-    """Claim the next unit for ``claim_token`` in the fair order; None when none is pending.
+    """Claim the next unit for ``claim_token`` in the fair order; None when there is no work.
 
-    A unit already processing under ``claim_token`` comes first: this is a redelivery of
-    the task whose worker was killed while decoding it. A unit lost that way
-    ``TRANSCRIPTION_MAX_ATTEMPTS`` times fails its batch.
+    The work is the pending units and the batches waiting to be planned (pending jobs whose
+    file has its WAV): claiming a batch claims and charges its jobs
+    (:func:`.runs.claim_and_charge`), cuts it into units and takes the first.
+
+    Work already held by ``claim_token`` comes first: this is a redelivery of the task whose
+    worker was killed while on it (a unit, or a batch's jobs claimed before any unit was
+    stored). A unit lost that way ``TRANSCRIPTION_MAX_ATTEMPTS`` times fails its batch.
     """
     now = now or timezone.now()
     own = TranscriptionUnit.objects.filter(status=UnitStatus.PROCESSING, claim_token=claim_token).first()
@@ -227,26 +243,54 @@ def transcription_unit_claim(*, claim_token: str, now: dt.datetime | None = None
                 error=f"Transcription failed after {own.attempts} attempts: the worker stopped before it finished",
             )
         else:
-            taken = TranscriptionUnit.objects.filter(
-                id=own.id, status=UnitStatus.PROCESSING, claim_token=claim_token
-            ).update(claimed_at=now, attempts=F("attempts") + 1)
+            with transaction.atomic():
+                taken = TranscriptionUnit.objects.filter(
+                    id=own.id, status=UnitStatus.PROCESSING, claim_token=claim_token
+                ).update(claimed_at=now, attempts=F("attempts") + 1, worker=_worker_name())
+                # The jobs this task holds count the try too.
+                Transcription.objects.filter(
+                    batch_id=own.batch_id, status=Status.PROCESSING, claim_token=claim_token
+                ).update(attempts=F("attempts") + 1)
             if taken:
                 own.claimed_at, own.attempts = now, own.attempts + 1
                 return own
+    held = (
+        Transcription.objects.filter(status=Status.PROCESSING, claim_token=claim_token)
+        .exclude(batch_id__in=TranscriptionUnit.objects.values("batch_id"))
+        .values_list("batch_id", flat=True)
+        .first()
+    )
+    if held is not None:
+        unit = _claim_batch(batch_id=held, claim_token=claim_token, now=now)
+        if unit is not None:
+            return unit
     for _ in range(CLAIM_TRIES):
         owners = _owners_in_fair_order(now=now)
         if not owners:
             return None
         for owner_id in owners:
-            unit = _claim_oldest_of(owner_id=owner_id, claim_token=claim_token, now=now)
+            unit = _claim_next_of(owner_id=owner_id, claim_token=claim_token, now=now)
             if unit is not None:
                 return unit
-        # Every unit looked at was taken by another claimer meanwhile: look again.
+        # Everything looked at was taken by another claimer meanwhile: look again.
     return None
 
 
+def _waiting_batches() -> Any:
+    """Pending jobs whose batch can be claimed: their file's WAV is stored.
+
+    Their batch is not planned yet, or was planned before and its jobs were put back to
+    pending (an operator's re-queue): claiming them again keeps the units.
+    """
+    return (
+        Transcription.objects.filter(status=Status.PENDING)
+        .exclude(file__wav_name="")
+        .exclude(file__state=File.State.FAILED)
+    )
+
+
 def _owners_in_fair_order(*, now: dt.datetime) -> list[Any]:
-    """The users with pending units, least served first, then oldest waiting job first."""
+    """The users with work waiting, least served first, then oldest waiting job first."""
     since = now - dt.timedelta(seconds=settings.TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS)
     served: dict[Any, float] = dict(
         TranscriptionUnit.objects.filter(status__in=[UnitStatus.PROCESSING, UnitStatus.DONE], claimed_at__gte=since)
@@ -254,16 +298,41 @@ def _owners_in_fair_order(*, now: dt.datetime) -> list[Any]:
         .annotate(seconds=Sum(F("end") - F("start")))
         .values_list("owner_id", "seconds")
     )
-    waiting = (
+    oldest: dict[Any, dt.datetime] = {}
+    for rows in (
         TranscriptionUnit.objects.filter(status=UnitStatus.PENDING)
         .values("owner_id")
         .annotate(oldest=Min("created_at"))
-        .values_list("owner_id", "oldest")
+        .values_list("owner_id", "oldest"),
+        _waiting_batches().values("owner_id").annotate(oldest=Min("created_at")).values_list("owner_id", "oldest"),
+    ):
+        for owner, created_at in rows:
+            oldest[owner] = min(created_at, oldest.get(owner, created_at))
+    return sorted(oldest, key=lambda owner: (served.get(owner) or 0.0, oldest[owner]))
+
+
+def _claim_next_of(*, owner_id: Any, claim_token: str, now: dt.datetime) -> TranscriptionUnit | None:
+    """Claim ``owner_id``'s oldest work: a pending unit, or the batch of its oldest waiting job."""
+    unit_created = (
+        TranscriptionUnit.objects.filter(owner_id=owner_id, status=UnitStatus.PENDING)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
     )
-    return [owner for owner, oldest in sorted(waiting, key=lambda row: (served.get(row[0]) or 0.0, row[1]))]
+    batch = (
+        _waiting_batches()
+        .filter(owner_id=owner_id)
+        .order_by("created_at", "id")
+        .values_list("batch_id", "created_at")
+        .first()
+    )
+    # A re-queued batch's jobs come before its own units: they must be claimed to complete.
+    if batch is not None and (unit_created is None or batch[1] <= unit_created):
+        return _claim_batch(batch_id=batch[0], claim_token=claim_token, now=now)
+    return _claim_oldest_unit_of(owner_id=owner_id, claim_token=claim_token, now=now)
 
 
-def _claim_oldest_of(*, owner_id: Any, claim_token: str, now: dt.datetime) -> TranscriptionUnit | None:
+def _claim_oldest_unit_of(*, owner_id: Any, claim_token: str, now: dt.datetime) -> TranscriptionUnit | None:
     """Claim ``owner_id``'s oldest pending unit that no other claimer holds; None if none."""
     with transaction.atomic():
         # PostgreSQL: FOR UPDATE SKIP LOCKED, so that concurrent claimers each take another
@@ -279,13 +348,97 @@ def _claim_oldest_of(*, owner_id: Any, claim_token: str, now: dt.datetime) -> Tr
             return None
         # Race: another claimer took it since the read (SQLite): the UPDATE names pending.
         taken = TranscriptionUnit.objects.filter(id=unit.id, status=UnitStatus.PENDING).update(
-            status=UnitStatus.PROCESSING, claim_token=claim_token, claimed_at=now, attempts=F("attempts") + 1
+            status=UnitStatus.PROCESSING,
+            claim_token=claim_token,
+            claimed_at=now,
+            attempts=F("attempts") + 1,
+            worker=_worker_name(),
         )
     if not taken:
         return None
     unit.status, unit.claim_token, unit.claimed_at = UnitStatus.PROCESSING, claim_token, now
     unit.attempts += 1
     return unit
+
+
+def _claim_batch(*, batch_id: uuid.UUID, claim_token: str, now: dt.datetime) -> TranscriptionUnit | None:
+    """Claim and charge a batch's jobs, cut it into units and claim the first; None if none was claimed.
+
+    The cut is worked out before the claim (the VAD is not run inside a transaction); a
+    batch planned before (an operator's re-queue) keeps its units, done ones included.
+    One message per other pending unit lets free workers join.
+    """
+    first = Transcription.objects.filter(batch_id=batch_id).select_related("file").order_by("created_at").first()
+    if first is None:
+        return None  # every job of the batch was deleted
+    file = first.file
+    if file.state == File.State.FAILED:
+        runs.transcription_pending_fail(
+            jobs=Transcription.objects.filter(batch_id=batch_id), error=conversion_failed_message(file)
+        )
+        return None
+    if not file.wav_name:
+        return None  # still converting: file_audio_ready queues it
+    planned_before = TranscriptionUnit.objects.filter(batch_id=batch_id).exists()
+    try:
+        planned = [] if planned_before else transcription_units_planned(file=file, job=first)
+    except FileNotFoundError:
+        planned = [PlannedUnit(start=0.0, end=file.duration, windows=None)]  # the decode fails it, refunded
+    with transaction.atomic():
+        claimed = runs.claim_and_charge(batch_id=batch_id, claim_token=claim_token, file=file)
+        if not claimed:
+            return None
+        job = claimed[0]
+        created_at = min(claimed_job.created_at for claimed_job in claimed)
+        worker_name = _worker_name()
+        # Race: two tasks planning one batch (a redelivery beside a re-queue): the unique
+        # (batch_id, index) keeps one row per unit, and only one claim of the jobs wins.
+        TranscriptionUnit.objects.bulk_create(
+            [
+                TranscriptionUnit(
+                    batch_id=batch_id,
+                    owner_id=job.owner_id,
+                    file_id=file.id,
+                    index=index,
+                    start=unit.start,
+                    end=unit.end,
+                    windows=unit.windows,
+                    created_at=created_at,
+                    queued_at=now,
+                    **(
+                        {
+                            "status": UnitStatus.PROCESSING,
+                            "claim_token": claim_token,
+                            "claimed_at": now,
+                            "attempts": 1,
+                            "worker": worker_name,
+                        }
+                        if index == 0
+                        else {}
+                    ),
+                )
+                for index, unit in enumerate(planned)
+            ],
+            ignore_conflicts=True,
+        )
+        pending = TranscriptionUnit.objects.filter(batch_id=batch_id, status=UnitStatus.PENDING).count()
+        transcription_units_enqueue(count=pending)
+    if len(planned) > 1:
+        context = job.batch_log_context()
+        logger.info(
+            "Transcription batch planned: %d units of at most %.0f s %s",
+            len(planned),
+            settings.TRANSCRIPTION_UNIT_SECONDS,
+            context.words,
+            extra=context.extra,
+        )
+    if planned_before:
+        # Every unit may be done already (a re-queue after the last one was stored).
+        _finish_if_done(batch_id=batch_id)
+        return None
+    return TranscriptionUnit.objects.filter(
+        batch_id=batch_id, index=0, status=UnitStatus.PROCESSING, claim_token=claim_token
+    ).first()
 
 
 # --- Decoding ----------------------------------------------------------------------------
@@ -319,18 +472,22 @@ def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token
     file = job.file
     context = job.batch_log_context()
     wanted = {claimed.format for claimed in jobs}
+    # Subtitle cues are cut at word boundaries, so they need the words' times.
+    word_timestamps = job.word_timestamps or bool(wanted & runs.SUBTITLES)
+    # The whole file in one piece: a batch of at most TRANSCRIPTION_UNIT_SECONDS.
+    whole = unit.windows is None and unit.start <= 0.0 and unit.end >= file.duration
     started = time.perf_counter()
     try:
-        result = _transcribe_span(
-            file=file,
-            job=job,
-            start=unit.start,
-            end=unit.end,
-            # Subtitle cues are cut at word boundaries, so they need the words' times.
-            word_timestamps=job.word_timestamps or bool(wanted & runs.SUBTITLES),
-        )
+        if unit.windows is not None:
+            result = _transcribe_windows(file=file, job=job, unit=unit, word_timestamps=word_timestamps)
+        elif whole:
+            result = runs.transcribe_file(file=file, job=job, word_timestamps=word_timestamps)
+        else:
+            result = _transcribe_span(
+                file=file, job=job, start=unit.start, end=unit.end, word_timestamps=word_timestamps
+            )
     except Exception as exc:
-        reason = runs.failure_reason(exc, file=file, job=job, duration=settings.TRANSCRIPTION_UNIT_SECONDS)
+        reason = runs.failure_reason(exc, file=file, job=job, duration=unit.seconds)
         if reason is None:
             logger.exception(
                 "Transcription unit %d failed: internal error %s", unit.index, context.words, extra=context.extra
@@ -343,26 +500,90 @@ def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token
     )
     if not stored:
         return  # dropped (the batch failed or its jobs were deleted) or taken over meanwhile
-    logger.info(
-        "Transcription unit %d (%.1f-%.1f s) ran in %.1f s with %s %s",
-        unit.index,
-        unit.start,
-        unit.end,
-        time.perf_counter() - started,
-        job.model,
-        context.words,
-        extra=context.extra,
-    )
+    if whole:
+        logger.info(
+            "Transcription batch ran %.1f s of audio in %.1f s with %s %s",
+            file.duration,
+            time.perf_counter() - started,
+            job.model,
+            context.words,
+            extra=context.extra,
+        )
+    else:
+        logger.info(
+            "Transcription unit %d (%.1f-%.1f s%s) ran in %.1f s with %s %s",
+            unit.index,
+            unit.start,
+            unit.end,
+            "" if unit.windows is None else f", {len(unit.windows)} windows",
+            time.perf_counter() - started,
+            job.model,
+            context.words,
+            extra=context.extra,
+        )
     _finish_if_done(batch_id=unit.batch_id)
+
+
+def _read_wav(path: Path, *, start: float, end: float) -> tuple[np.ndarray, int]:
+    """The samples of ``start``-``end`` s of a 16 kHz mono s16le WAV as float32, and the first one's index."""
+    with wave.open(str(path), "rb") as source:
+        rate = source.getframerate()
+        first = min(int(math.floor(start * rate)), source.getnframes())
+        source.setpos(first)
+        frames = source.readframes(max(int(math.ceil(end * rate)) - first, 0))
+    return np.frombuffer(frames, dtype=np.int16).astype(np.float32) / 32768.0, first
+
+
+def _transcribe_windows(
+    *, file: File, job: Transcription, unit: TranscriptionUnit, word_timestamps: bool
+) -> engine.TranscriptResult:
+    """Decode a unit's windows together (``engine.transcribe_windows``); times from the file's start.
+
+    Only the unit's part of the WAV is read, as the float samples the engine decodes the
+    whole file into, so a window gives the same words whichever unit or worker decodes it.
+    """
+    windows = [_window_from_json(data) for data in unit.windows or []]
+    if not windows:
+        return engine.TranscriptResult(
+            text="", segments=[], language=job.language or "en", language_probability=0.0, duration=unit.seconds
+        )
+    model = worker.model_cache().get(job.model)
+    with file_wav_local_path(file) as wav_path:
+        audio, first = _read_wav(wav_path, start=unit.start, end=unit.end)
+    offset = first / engine.SAMPLING_RATE
+    local = [
+        engine.Window(
+            start=window.start - offset,
+            end=window.end - offset,
+            speech=tuple((start - offset, end - offset) for start, end in window.speech),
+        )
+        for window in windows
+    ]
+    transcripts = engine.transcribe_windows(
+        model,
+        audio,
+        local,
+        language=job.language or None,
+        word_timestamps=word_timestamps,
+        prompt=job.prompt,
+        task=job.task,
+        temperature=job.temperature,
+        batch_size=settings.TRANSCRIPTION_BATCH_SIZE,
+    )
+    merged = engine.merge_windows(transcripts, duration=unit.seconds, task=job.task, language=job.language or None)
+    lead = " " if transcripts and transcripts[0].text[:1].isspace() else ""
+    return dataclasses.replace(
+        merged, text=lead + merged.text, segments=[_shifted(segment, offset) for segment in merged.segments]
+    )
 
 
 def _transcribe_span(
     *, file: File, job: Transcription, start: float, end: float, word_timestamps: bool
 ) -> engine.TranscriptResult:
-    """Decode ``start``-``end`` s of ``file`` with ``job``'s options; times from the file's start.
+    """Decode ``start``-``end`` s of ``file`` as one piece with ``job``'s options; times from the file's start.
 
-    A stand-in for the engine's ``transcribe_windows``: the span is copied out of the WAV
-    (16 kHz mono s16le, so no decoding) and given to :func:`engine.transcribe`.
+    The span is copied out of the WAV (16 kHz mono s16le, so no decoding) and given to
+    :func:`engine.transcribe`: what a long request without the VAD is cut into.
     """
     model = worker.model_cache().get(job.model)
     with file_wav_local_path(file) as wav_path, tempfile.TemporaryDirectory() as folder:
@@ -378,13 +599,17 @@ def _transcribe_span(
             model,
             span_path,
             language=job.language or None,
-            vad_filter=settings.WHISPER_VAD_FILTER if job.vad_filter is None else job.vad_filter,
+            vad_filter=False,
             word_timestamps=word_timestamps,
             prompt=job.prompt,
             task=job.task,
             temperature=job.temperature,
         )
-    return dataclasses.replace(result, segments=[_shifted(segment, start) for segment in result.segments])
+    # A span's text joins the next one's with a space, except in scripts written without.
+    lead = "" if result.language in SPACELESS_LANGUAGES else " "
+    return dataclasses.replace(
+        result, text=lead + result.text, segments=[_shifted(segment, start) for segment in result.segments]
+    )
 
 
 def _shifted(segment: engine.Segment, offset: float) -> engine.Segment:
@@ -427,12 +652,25 @@ def units_merge(*, results: list[dict[str, Any]], duration: float, task: str) ->
     """One transcript from the stored results of a batch's units, in audio order.
 
     Segments keep their times (already from the file's start) and are numbered again; the
-    language is the one spoken longest, its probability the duration-weighted mean of the
-    units' confidence in it.
+    texts are joined as the engine joins segments (a unit's text starts with a space where
+    a word boundary is, none in scripts written without spaces). A single unit's result is
+    the batch's as it is; for several, the language is the one spoken longest, its
+    probability the duration-weighted mean of the units' confidence in it.
     """
     segments: list[engine.Segment] = []
     for result in results:
         segments.extend(_segment_from_json(segment, len(segments)) for segment in result["segments"])
+    text = engine.join_segment_texts(result["text"] for result in results)
+    if len(results) == 1:
+        only = results[0]
+        return engine.TranscriptResult(
+            text=text,
+            segments=segments,
+            language=only["language"],
+            language_probability=only["language_probability"],
+            duration=duration,
+            task=task,
+        )
     seconds: defaultdict[str, float] = defaultdict(float)
     for segment in segments:
         seconds[segment.language] += max(segment.end - segment.start, 0.0)
@@ -445,9 +683,7 @@ def units_merge(*, results: list[dict[str, Any]], duration: float, task: str) ->
     total = sum(weight for weight, _ in weights)
     probability = sum(weight * p for weight, p in weights) / total if total > 0 else 0.0
     return engine.TranscriptResult(
-        # Each unit's text starts a new sentence; scripts without spaces get one between
-        # units too (the engine's merge will know each window's first segment).
-        text=" ".join(result["text"] for result in results if result["text"]),
+        text=text,
         segments=segments,
         language=language,
         language_probability=probability,
@@ -482,6 +718,8 @@ def _finish_if_done(*, batch_id: uuid.UUID) -> int:
         completed += runs.transcription_batch_complete(
             batch_id=batch_id, claim_token=token, rendered=rendered, language=merged.language
         )
+    if len(units) == 1:
+        return completed
     context = job.batch_log_context()
     logger.info(
         "Transcription batch merged %d units (%.1f s of audio) %s",

@@ -31,6 +31,7 @@ from whisper_site.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[3]
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/15")
+E2E_UNIT_SECONDS = 30.0
 WORKER_START_SECONDS = 90.0
 
 
@@ -139,6 +140,9 @@ def e2e(
         "TRANSCRIPTION_QUEUE": queue,
         "CONVERSION_QUEUE": conversion_queue,
         "CELERY_TASK_ALWAYS_EAGER": "0",
+        # Units of at most one window (30 s of speech), so that a file of a few readings of
+        # jfk.flac is cut into several (test_e2e_scheduling).
+        "TRANSCRIPTION_UNIT_SECONDS": str(E2E_UNIT_SECONDS),
         "PYTHONUNBUFFERED": "1",
     }
     workers: list[Worker] = []

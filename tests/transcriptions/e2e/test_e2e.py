@@ -24,7 +24,7 @@ from files.models import File
 from tests.conftest import make_user
 from tests.transcriptions.conftest import DATA_DIR, JFK_REFERENCE, ffmpeg, subtitle_text, word_error_rate
 from tests.transcriptions.e2e.conftest import E2E, E2E_REDIS_URL, upload, wait_for
-from transcriptions.models import Transcription
+from transcriptions.models import Transcription, TranscriptionUnit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -205,19 +205,23 @@ def test_a_job_held_by_a_lost_worker_is_recovered_without_a_second_charge(e2e: E
     file_id = upload(client, DATA_DIR / "jfk.flac")
     (job_id,) = transcribe(client, {"uuid": file_id})
     wait_done([job_id])
-    # What a worker that vanished mid-run (machine lost) leaves behind: claimed and charged
-    # long ago, processing, its message gone.
+    # What a worker that vanished mid-run (machine lost) leaves behind: the job claimed and
+    # charged long ago, processing, its unit (the whole file) too, its message gone.
+    long_ago = timezone.now() - dt.timedelta(hours=3)
+    lost = "task-of-a-lost-worker"
     Transcription.objects.filter(id=job_id).update(
-        status="processing",
-        claim_token="task-of-a-lost-worker",
-        data=None,
-        processed_at=None,
-        started_at=timezone.now() - dt.timedelta(hours=3),
+        status="processing", claim_token=lost, data=None, processed_at=None, started_at=long_ago
+    )
+    job = Transcription.objects.get(id=job_id)
+    assert TranscriptionUnit.objects.filter(batch_id=job.batch_id).update(
+        status="processing", claim_token=lost, claimed_at=long_ago, result=None
     )
     charged = balance(user)
     call_command("requeue_stuck", "--older-than", "60", verbosity=0)
     (body,) = wait_done([job_id])
     assert body["status"] == "completed"
-    job = Transcription.objects.get(id=job_id)
-    assert (job.cost, job.attempts) == (11, 2)
+    job.refresh_from_db()
+    unit = TranscriptionUnit.objects.get(batch_id=job.batch_id)
+    assert (unit.status, unit.attempts) == ("done", 2) and unit.claim_token != lost  # decoded again
+    assert job.cost == 11
     assert balance(user) == charged == 1000 - 11
