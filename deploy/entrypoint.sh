@@ -5,6 +5,8 @@
 #              for transcriptions
 #   converter  run a Celery worker on CONVERSION_QUEUE only: file conversions
 #              (ffmpeg), its pool at nice CONVERSION_NICE; no models needed
+#   webhooks   run a Celery worker on WEBHOOK_QUEUE only: webhook deliveries (HTTP
+#              requests to users' receivers, up to 10 s each); no models needed
 #   beat       run Celery beat, the periodic recovery of stuck jobs (one per deployment)
 #   manage     run a management command: `manage createsuperuser`, `manage grant_tokens ...`
 # Anything else is run as given.
@@ -61,6 +63,11 @@ case "$role" in
         # consumes the conversion queue and not the transcription queue does.
         exec celery -A whisper_site worker -Q "${CONVERSION_QUEUE:-conversion}" \
             --loglevel "${LOG_LEVEL:-INFO}" --concurrency "${CONVERSION_WORKER_CONCURRENCY:-2}" "$@"
+        ;;
+    webhooks)
+        # Deliveries mostly wait on the network: more processes than cores is fine.
+        exec celery -A whisper_site worker -Q "${WEBHOOK_QUEUE:-webhooks}" \
+            --loglevel "${LOG_LEVEL:-INFO}" --concurrency "${WEBHOOK_WORKER_CONCURRENCY:-4}" "$@"
         ;;
     beat)
         # The schedule's state is disposable: keep it off the shared volume.

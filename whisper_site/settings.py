@@ -471,3 +471,31 @@ USER_PENDING_JOB_QUOTA = env_int("USER_PENDING_JOB_QUOTA", 100, minimum=1)
 # (file_too_long), and the WAV conversion stops at this plus one second, so that a
 # file whose header claims less fails instead of being converted (and billed) in part.
 MAX_MEDIA_DURATION_SECONDS = env_int("MAX_MEDIA_DURATION_SECONDS", 6 * 3600, minimum=1)
+
+# --- Webhooks (webhooks; docs/webhooks.md) --------------------------------------
+# Standard Webhooks deliveries of job events (transcription.completed, .failed,
+# .cancelled) to the URLs users register at /user/webhooks. Deliveries go to
+# WEBHOOK_QUEUE, never to the transcription queue: a slow receiver holds a webhook
+# worker, not a transcription worker. Some worker must consume it.
+INSTALLED_APPS.append("webhooks")
+WEBHOOK_QUEUE = env_str("WEBHOOK_QUEUE", "webhooks")
+WEBHOOK_MAX_ENDPOINTS_PER_USER = env_int("WEBHOOK_MAX_ENDPOINTS_PER_USER", 10, minimum=1)
+# One attempt's deadline (connect, send, answer): a 2xx within it is a success.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# Of an answer, at most this many bytes of a failure's body are read (for the delivery log).
+WEBHOOK_RESPONSE_MAX_BYTES = env_int("WEBHOOK_RESPONSE_MAX_BYTES", 4096)
+# Off: a URL whose host resolves to a loopback, private, link-local, multicast or
+# reserved address is refused, at registration and before each delivery (SSRF guard).
+# On: for development and tests, receivers on this machine or the private network.
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", False)
+# Recovery of deliveries whose message was lost (broker restart, a worker killed mid-
+# attempt): every WEBHOOK_RECOVERY_INTERVAL_SECONDS, Celery beat re-sends those overdue by
+# WEBHOOK_RECOVERY_AFTER_SECONDS.
+WEBHOOK_RECOVERY_INTERVAL_SECONDS = env_int("WEBHOOK_RECOVERY_INTERVAL_SECONDS", 300, minimum=10)
+WEBHOOK_RECOVERY_AFTER_SECONDS = env_int("WEBHOOK_RECOVERY_AFTER_SECONDS", 120, minimum=0)
+CELERY_BEAT_SCHEDULE["webhooks-requeue-due"] = {
+    "task": "webhooks.requeue_due",
+    "schedule": float(WEBHOOK_RECOVERY_INTERVAL_SECONDS),
+    # On the default queue, as the transcriptions' recovery: quick database work.
+    "options": {"expires": float(WEBHOOK_RECOVERY_INTERVAL_SECONDS)},
+}

@@ -12,6 +12,7 @@ api_patterns = [
     path("", include("files.urls")),
     path("", include("transcriptions.urls")),
     path("", include("admin_api.urls")),
+    path("", include("webhooks.urls")),
     # The OpenAPI document of the whole API and its interactive page. Public, like
     # the reference itself: no credentials are read, so a stale Authorization
     # header in a browser never turns the docs into a 401.

@@ -65,7 +65,7 @@ def test_every_operation_answers_as_the_schema_says(served: Served, tmp_path: Pa
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG),
         "run", f"{served.url}/api/v1/schema",
         # Every operation, every phase (examples, coverage, fuzzing, stateful), and every
-        # check: all are on by default, and schemathesis.toml turns one off for five
+        # check: all are on by default, and schemathesis.toml turns one off for six
         # operations (a `--checks all` here would override it).
         "--max-examples", str(MAX_EXAMPLES),
         # One worker: with two threads, Python 3.11's ast.parse (which Hypothesis calls to
