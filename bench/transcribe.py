@@ -63,6 +63,8 @@ class Service:
             "CELERY_BROKER_URL": REDIS_URL,
             "CELERY_TASK_DEFAULT_QUEUE": self.queue,
             "TRANSCRIPTION_QUEUE": self.queue,
+            # One worker takes the clip's conversion too: nothing else runs beside it.
+            "CONVERSION_QUEUE": self.queue,
             "CELERY_TASK_ALWAYS_EAGER": "0",
             "CELERY_WORKER_CONCURRENCY": "1",
             "DJANGO_SETTINGS_MODULE": "whisper_site.settings",

@@ -41,9 +41,9 @@ PASSWORD = "Served-Passw0rd!"
 # Settings a developer's or CI's shell may set that `make run` on a fresh
 # clone would not have: the server under test gets the embedded defaults.
 UNSET = ("DATABASE_URL", "STATIC_ROOT", "MEDIA_ROOT", "MODELS_DIR", "CACHE_URL", "PRODUCTION", "DEBUG", "SECRET_KEY")
-UNSET_PREFIXES = ("CELERY_", "S3_", "TRANSCRIPTION_", "CONVERSION_", "SQLITE_")
+UNSET_PREFIXES = ("CELERY_", "S3_", "TRANSCRIPTION_", "CONVERSION_", "SQLITE_", "WEBHOOK_")
 # The Celery workers `manage.py serve` starts, by the name that starts each line of theirs.
-WORKERS = ("transcription", "conversion")
+WORKERS = ("transcription", "conversion", "webhooks")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -258,11 +258,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         pytest.fail(f"the served-site tests need Redis at {REDIS_URL}: {exc}")
     queue = f"served-{uuid.uuid4().hex[:12]}"
     conversion_queue = f"served-conversions-{uuid.uuid4().hex[:12]}"
+    webhook_queue = f"served-webhooks-{uuid.uuid4().hex[:12]}"
     server = serve_start(
         tmp_path_factory.mktemp("served") / "data",
         REDIS_URL=REDIS_URL,
         CELERY_TASK_DEFAULT_QUEUE=queue,
         CONVERSION_QUEUE=conversion_queue,
+        WEBHOOK_QUEUE=webhook_queue,
     )
     try:
         yield server
@@ -270,5 +272,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         server.stop()
         # Phase two's messages wait in the conversion queue's list of priority 9.
         client.delete(f"{conversion_queue}\x06\x169")
-        client.delete(*(name for q in (queue, conversion_queue) for name in (q, f"_kombu.binding.{q}")))
+        queues = (queue, conversion_queue, webhook_queue)
+        client.delete(*(name for q in queues for name in (q, f"_kombu.binding.{q}")))
         client.close()

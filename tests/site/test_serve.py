@@ -96,7 +96,7 @@ def test_without_redis_the_embedded_broker_carries_the_work_and_ctrl_c_stops_eve
         processes = descendants(served.process.pid)
         # gunicorn's master and workers; each Celery worker's main process and pool; beat.
         assert len(processes) >= 7, processes
-        assert len(celery_workers(served)) == 2
+        assert set(celery_workers(served)) == {"transcription", "conversion", "webhooks"}
     finally:
         status = served.stop()
     assert status == 0, served.log()[-3000:]
@@ -106,7 +106,7 @@ def test_without_redis_the_embedded_broker_carries_the_work_and_ctrl_c_stops_eve
     assert set(ROOT.iterdir()) == before
 
 
-# --- the two workers ---------------------------------------------------------------
+# --- the workers ---------------------------------------------------------------
 
 
 def task_runs(served: Served, task: str) -> list[str]:
@@ -147,7 +147,7 @@ def test_the_conversion_worker_runs_its_pool_at_a_lower_priority_than_the_transc
     served: Served,
 ) -> None:
     workers = celery_workers(served)
-    assert set(workers) == {"transcription", "conversion"}
+    assert set(workers) == {"transcription", "conversion", "webhooks"}
     base = nice(served.process.pid)
     # Two pool processes by default (CONVERSION_WORKER_CONCURRENCY).
     conversion_pool = pool_processes(workers["conversion"])
@@ -163,9 +163,9 @@ def test_the_conversion_worker_runs_its_pool_at_a_lower_priority_than_the_transc
 
 def test_each_line_of_serve_says_which_process_wrote_it(served: Served) -> None:
     log = served.log()
-    assert served.worker_ready("transcription") and served.worker_ready("conversion")
-    prefixed = re.findall(r"^(web|transcription|conversion) *\| ", log, re.MULTILINE)
-    assert {"web", "transcription", "conversion"} <= set(prefixed)
+    assert all(served.worker_ready(name) for name in ("transcription", "conversion", "webhooks"))
+    prefixed = re.findall(r"^(web|transcription|conversion|webhooks) *\| ", log, re.MULTILINE)
+    assert {"web", "transcription", "conversion", "webhooks"} <= set(prefixed)
     # Conversions are on their own queue, transcriptions on theirs.
     assert re.search(r"^conversion *\| .*\.> served-conversions-\w+ +exchange=", log, re.MULTILINE)
     assert re.search(r"^transcription *\| .*\.> served-[0-9a-f]+ +exchange=", log, re.MULTILINE)
@@ -179,9 +179,12 @@ def test_with_the_conversion_queue_set_to_the_transcription_queue_one_worker_run
         REDIS_URL=REDIS_URL,
         CELERY_TASK_DEFAULT_QUEUE=queue,
         CONVERSION_QUEUE=queue,
+        # Webhook deliveries too: everything on one queue is one worker.
+        WEBHOOK_QUEUE=queue,
     )
     try:
         assert "One worker for transcriptions and conversions" in served.log()
+        assert "Webhook worker" not in served.log()
         _, api_key = served.register("merged")
         file_id = served.upload(DATA / "jfk.flac", api_key)
         deadline = time.monotonic() + 120

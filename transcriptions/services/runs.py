@@ -18,7 +18,9 @@ and every move is a conditional UPDATE that names the state it leaves, so that t
   ``token_balance >= 0`` is the backstop);
 * completing and failing only touch jobs still ``processing`` under the caller's token, and a
   failure refunds (``balance_refund``) in the same transaction as the UPDATE that zeroes the
-  job's cost, and only when that UPDATE changed the row (so exactly once).
+  job's cost, and only when that UPDATE changed the row (so exactly once);
+* each job completed or failed records its webhook event (``webhook_event_emit``) in the
+  transaction of the UPDATE that made the change, so once, and only if it commits.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from transcriptions import engine, worker
 from transcriptions.models import Transcription
 from transcriptions.services.jobs import conversion_failed_message
 from transcriptions.services.prices import audio_seconds, job_cost, time_limits
+from webhooks.services import TRANSCRIPTION_COMPLETED, TRANSCRIPTION_FAILED, webhook_event_emit
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +157,7 @@ def _charge(job: Transcription, cost: int) -> bool:
         # Nothing was taken: the job fails uncharged ("Insufficient token balance. ...").
         Transcription.objects.filter(id=job.id).update(status=Status.FAILED, error=str(short))
         _log_failure_on_commit(job, str(short))
+        webhook_event_emit(job=job, event_type=TRANSCRIPTION_FAILED)
         return False
     Transcription.objects.filter(id=job.id).update(cost=cost)
     job.cost = cost
@@ -220,6 +224,7 @@ def transcription_batch_complete(
             )
             if done:
                 completed.append(job)
+                webhook_event_emit(job=job, event_type=TRANSCRIPTION_COMPLETED)
     for job in completed:
         context = job.log_context()
         logger.info("Transcription completed %s", context.words, extra=context.extra)
@@ -248,6 +253,7 @@ def _fail_and_refund(job: Transcription, error: str) -> bool:
     if failed:
         balance_refund(user_id=job.owner_id, amount=job.cost)
         _log_failure_on_commit(job, error)
+        webhook_event_emit(job=job, event_type=TRANSCRIPTION_FAILED)
     return bool(failed)
 
 

@@ -3,8 +3,9 @@
 The worker is started once per session with the test database (the SQLite file or the
 PostgreSQL database pytest-django created), a media folder shared with this process, a
 dedicated Redis database (never db 0, where a developer's `make run` may listen) and queues
-of its own: one for transcriptions and one for conversions, both consumed by the worker (the
-conversion queue under another name, so that a task sent to the wrong queue is never run).
+of its own: one for transcriptions, one for conversions and one for webhook deliveries, all
+consumed by the worker (each under another name, so that a task sent to the wrong queue is
+never run).
 While these tests run, this process sends its tasks there instead of running them eagerly.
 """
 
@@ -27,6 +28,7 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from tests.webhooks.receiver import allow_private_networks, webhook_receiver  # noqa: F401  (fixtures)
 from whisper_site.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -105,6 +107,7 @@ class E2E:
 
     queue: str
     conversion_queue: str
+    webhook_queue: str
     media_root: Path
     worker: Worker
     start_worker: Callable[..., Worker]
@@ -125,6 +128,7 @@ def e2e(
         pytest.fail(f"end-to-end tests need Redis at {E2E_REDIS_URL}: {exc}")
     queue = f"e2e-transcriptions-{uuid.uuid4().hex[:12]}"
     conversion_queue = f"e2e-conversions-{uuid.uuid4().hex[:12]}"
+    webhook_queue = f"e2e-webhooks-{uuid.uuid4().hex[:12]}"
     base = tmp_path_factory.mktemp("e2e")
     media_root = base / "media"
     media_root.mkdir()
@@ -139,6 +143,9 @@ def e2e(
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "TRANSCRIPTION_QUEUE": queue,
         "CONVERSION_QUEUE": conversion_queue,
+        "WEBHOOK_QUEUE": webhook_queue,
+        # The tests' webhook receivers listen on 127.0.0.1.
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
         "CELERY_TASK_ALWAYS_EAGER": "0",
         # Units of at most one window (30 s of speech), so that a file of a few readings of
         # jfk.flac is cut into several (test_e2e_scheduling).
@@ -163,7 +170,7 @@ def e2e(
                 "--concurrency",
                 str(concurrency),
                 "-Q",
-                f"{queue},{conversion_queue}",
+                f"{queue},{conversion_queue},{webhook_queue}",
                 "-n",
                 f"{name}{len(workers)}-{queue}@%h",
                 "--without-mingle",
@@ -195,6 +202,7 @@ def e2e(
         yield E2E(
             queue=queue,
             conversion_queue=conversion_queue,
+            webhook_queue=webhook_queue,
             media_root=media_root,
             worker=main,
             start_worker=start_worker,
@@ -207,8 +215,8 @@ def e2e(
         _forget_connections()
         # Phase two's messages wait in the conversion queue's list of priority 9; kombu
         # keeps each queue's binding in a set of its own.
-        client.delete(queue, conversion_queue, f"{conversion_queue}\x06\x169")
-        client.delete(f"_kombu.binding.{queue}", f"_kombu.binding.{conversion_queue}")
+        client.delete(queue, conversion_queue, webhook_queue, f"{conversion_queue}\x06\x169")
+        client.delete(*(f"_kombu.binding.{name}" for name in (queue, conversion_queue, webhook_queue)))
         client.close()
 
 
@@ -227,6 +235,7 @@ def _isolated_media(e2e: E2E, settings: Any) -> Iterator[None]:
     settings.MEDIA_ROOT = str(e2e.media_root)
     settings.TRANSCRIPTION_QUEUE = e2e.queue
     settings.CONVERSION_QUEUE = e2e.conversion_queue
+    settings.WEBHOOK_QUEUE = e2e.webhook_queue
     cache.clear()
     yield
     cache.clear()

@@ -18,6 +18,8 @@ from whisper_site.bind_host import EMBEDDED_SECRET_KEY, embedded_secret_key_refu
 from whisper_site.broker import broker_url_choose
 
 STOP_GRACE_SECONDS = 15
+# Deliveries at once under `make run` (compose runs its own webhooks service).
+SERVE_WEBHOOK_THREADS = 4
 # How long the relay of a child's output may go on once the child has exited: its own
 # children (ffmpeg, the media zygote) may hold the pipe a moment longer.
 RELAY_GRACE_SECONDS = 5
@@ -130,7 +132,7 @@ class Command(BaseCommand):
             self.stdout.write("Stopped.")
 
     def _worker_commands(self, python: str) -> dict[str, list[str]]:
-        """The Celery workers to run, by name: one for transcriptions, one for conversions.
+        """The Celery workers to run, by name: one for transcriptions, one for conversions, one for webhooks.
 
         The transcription worker also takes the default queue (the recovery that its
         embedded beat sends there). Where ``CONVERSION_QUEUE`` is one of its queues,
@@ -144,13 +146,21 @@ class Command(BaseCommand):
             "--schedule",
             str(settings.DATA_DIR / "celerybeat-schedule"),
         ]
+        webhooks: dict[str, list[str]] = {}
+        if settings.WEBHOOK_QUEUE not in {*transcription_queues, settings.CONVERSION_QUEUE}:
+            # Deliveries wait on users' servers (up to WEBHOOK_TIMEOUT_SECONDS each): threads
+            # in one light process, never a transcription or conversion slot.
+            webhooks["webhooks"] = _celery_worker(
+                python, "webhooks", [settings.WEBHOOK_QUEUE], SERVE_WEBHOOK_THREADS
+            ) + ["--pool", "threads"]
+            self.stdout.write(f"Webhook worker: {SERVE_WEBHOOK_THREADS} threads, queue {settings.WEBHOOK_QUEUE}")
         if settings.CONVERSION_QUEUE in transcription_queues:
             worker = _celery_worker(python, "worker", transcription_queues, settings.CELERY_WORKER_CONCURRENCY)
             self.stdout.write(
                 f"One worker for transcriptions and conversions: {settings.CELERY_WORKER_CONCURRENCY} process(es), "
                 f"queues {', '.join(transcription_queues)}"
             )
-            return {"worker": worker + beat}
+            return {"worker": worker + beat, **webhooks}
         self.stdout.write(
             f"Transcription worker: {settings.CELERY_WORKER_CONCURRENCY} process(es), "
             f"queues {', '.join(transcription_queues)}; conversion worker: "
@@ -164,7 +174,7 @@ class Command(BaseCommand):
         conversion = _celery_worker(
             python, "conversion", [settings.CONVERSION_QUEUE], settings.CONVERSION_WORKER_CONCURRENCY
         )
-        return {"transcription": transcription + beat, "conversion": conversion}
+        return {"transcription": transcription + beat, "conversion": conversion, **webhooks}
 
     def _install_models(self) -> None:
         try:
