@@ -26,6 +26,12 @@ starts, except in the long-form part, which times upload to completed.
    ratio, which worker processes decoded the job's units (from the units table), and the
    two transcripts compared word by word (same words in order, start times within 0.1 s).
 
+4. **watch**: the 5-minute recording with progress written every second against not at all
+   (``TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS``, two services, runs alternating); a job
+   cancelled while a unit is decoded and another user's jfk.flac queued at once: the time
+   from the cancel to that job's start; and the time from a job's completion to the first
+   webhook delivery to a receiver in this process.
+
 Figures only, no assertions.
 """
 
@@ -298,10 +304,111 @@ def parallel(work: Path, models_dir: Path, runs: int) -> None:
     )
 
 
+# --- 4. Jobs people watch: progress's cost, cancel to a free worker, completion to a webhook ------
+
+
+def job_row(service: Service, job_id: str) -> tuple[str | None, str | None]:
+    """(started_at, processed_at) of a job, from the database."""
+    return service.job_times(job_id)
+
+
+def stamp(value: str | None) -> float:
+    import datetime as dt
+
+    if value is None:
+        raise SystemExit("expected a time in the database")
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC).timestamp()
+
+
+def watching(work: Path, models_dir: Path, runs: int) -> None:
+    import http.server
+
+    print("\n== 4. jobs people watch: progress's cost, cancel, webhooks ==", flush=True)
+    quiet = started(work, "no-progress", models_dir, {"TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS": "1000000"})
+    service = started(work, "progress", models_dir, {"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1"})
+    try:
+        # Progress written every second against not at all (the same decoding otherwise), alternating.
+        times: dict[str, list[float]] = {"progress every 1 s": [], "no progress": []}
+        for run in range(runs + 1):
+            for label, target in (("progress every 1 s", service), ("no progress", quiet))[:: 1 if run % 2 else -1]:
+                auth = target.register(f"watch-{label[:2]}-{run}")
+                began = time.perf_counter()
+                wait_completed(target, queue(target, target.upload(RECORDING, auth), auth))
+                if run:
+                    times[label].append(time.perf_counter() - began)
+        with_progress, without = (statistics.median(times[k]) for k in times)
+        print(
+            f"watch: 5-minute file upload to completed: progress every 1 s {with_progress:.2f} s, none "
+            f"{without:.2f} s, ratio {with_progress / without:.3f} (runs: {times})"
+        )
+
+        # Cancel while a unit is decoded: how soon the worker takes the next job.
+        delays: list[float] = []
+        for run in range(runs):
+            auth = service.register(f"cancel-{run}")
+            other = service.register(f"next-{run}")
+            short = converted(service, JFK, other)
+            long_job = queue(service, service.upload(RECORDING, auth), auth)
+            while (job := call("GET", f"{service.base}/transcribe/{long_job}"))["progress"] <= 0.0:
+                time.sleep(POLL_SECONDS)
+            cancelled_at = time.time()
+            call("POST", f"{service.base}/transcribe/{long_job}/cancel", headers=auth)
+            next_job = queue(service, short, other)
+            wait_completed(service, next_job)
+            delays.append(stamp(job_row(service, next_job)[0]) - cancelled_at)
+            print(
+                f"  cancel run {run + 1}: at progress {job['progress']:.2f}, next job started "
+                f"{delays[-1]:.2f} s after the cancel",
+                flush=True,
+            )
+        print(f"watch: cancel to the next job started: median {statistics.median(delays):.2f} s")
+
+        # Completion to the first webhook delivery, to a receiver on this machine.
+        arrivals: list[float] = []
+
+        class Receiver(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                arrivals.append(time.time())
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            auth = service.register("hooked")
+            call(
+                "POST",
+                f"{service.base}/user/webhooks",
+                body=json.dumps({"url": f"http://127.0.0.1:{server.server_address[1]}/hook",
+                                 "events": ["transcription.completed"]}).encode(),
+                headers={**auth, "Content-Type": "application/json"},
+            )  # fmt: skip
+            file_id = converted(service, JFK, auth)
+            latencies: list[float] = []
+            for _ in range(runs + 1):
+                before = len(arrivals)
+                job_id = queue(service, file_id, auth)
+                wait_completed(service, job_id)
+                deadline = time.monotonic() + 30
+                while len(arrivals) == before and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                latencies.append(arrivals[-1] - stamp(job_row(service, job_id)[1]))
+            print(f"watch: completion to the first webhook delivery: {', '.join(f'{t:.3f}' for t in latencies)} s")
+        finally:
+            server.shutdown()
+    finally:
+        service.stop()
+        quiet.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--only", default="fairness,long,parallel")
+    parser.add_argument("--only", default="fairness,long,parallel,watch")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a setting of the services started"
@@ -318,7 +425,7 @@ def main() -> None:
     )  # fmt: skip
     print(f"{os.cpu_count()} CPUs; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     work = Path(tempfile.mkdtemp(prefix="whisper-bench-scheduling-"))
-    parts = {"fairness": fairness, "long": long_form, "parallel": parallel}
+    parts = {"fairness": fairness, "long": long_form, "parallel": parallel, "watch": watching}
     try:
         for name in args.only.split(","):
             parts[name](work, models_dir, args.runs)

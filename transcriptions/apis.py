@@ -18,6 +18,7 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -263,15 +264,32 @@ class TranscriptionOutputSerializer(serializers.Serializer):
         help_text="The language asked for, else the detected one once known.",
     )
     format = serializers.CharField(help_text="verbose_json, srt or vtt.")
-    status = serializers.CharField(help_text="pending, processing, completed or failed.")
+    status = serializers.CharField(help_text="pending, processing, completed, failed or cancelled.")
     error = serializers.CharField(required=False, help_text="Why the job failed; only on a failed job.")
     processed_at = TimestampField(help_text="When it completed; 1970-01-01 00:00:00 until then.")
+    progress = serializers.FloatField(
+        help_text="Audio decoded over the file's duration, 0.0 to 1.0 (1.0 once completed); never goes back."
+    )
+    queue_position = serializers.SerializerMethodField(
+        help_text="While pending: 1 for the next job to start, 2 for the one after, ... (an estimate of the "
+        "fair order); null otherwise."
+    )
+    started_at = TimestampField(help_text="When a worker started it; 1970-01-01 00:00:00 until then.")
     data = TranscriptionDataField(
         source="result",
         allow_null=True,
         required=False,
         help_text="The transcript once completed, null until then; absent on a failed job.",
     )
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, min_value=1))
+    def get_queue_position(self, job: Transcription) -> int | None:
+        if job.status != Transcription.Status.PENDING:
+            return None
+        positions = self.context.get("queue_positions")
+        if positions is None:
+            positions = selectors.transcription_queue_positions(batch_ids=[job.batch_id])
+        return positions.get(job.batch_id)
 
     def to_representation(self, job: Transcription) -> dict[str, Any]:
         body = super().to_representation(job)
@@ -295,6 +313,12 @@ class TranscriptionQueuedOutputSerializer(serializers.Serializer):
 class TranscriptionCreateOutputSerializer(serializers.Serializer):
     message = ConstantField("Transcription(s) queued successfully")
     transcriptions = TranscriptionQueuedOutputSerializer(many=True)
+
+
+class TranscriptionCancelOutputSerializer(serializers.Serializer):
+    message = ConstantField("Transcription cancelled")
+    uuid = serializers.CharField(source="id.hex")
+    status = serializers.CharField()
 
 
 class TranscriptionDeleteOutputSerializer(serializers.Serializer):
@@ -525,7 +549,39 @@ class TranscriptionViewSet(PublicReadMixin, viewsets.ViewSet):
         jobs = selectors.transcription_list_for_file(file_id=key)
         if jobs is None:
             raise ApplicationError(NOT_FOUND_MESSAGE, 404)
-        return Response(FileTranscriptionsOutputSerializer({"transcriptions": jobs}).data)
+        # Where the pending ones stand, worked out once for the whole list.
+        positions = selectors.transcription_queue_positions(
+            batch_ids={job.batch_id for job in jobs if job.status == Transcription.Status.PENDING}
+        )
+        return Response(
+            FileTranscriptionsOutputSerializer({"transcriptions": jobs}, context={"queue_positions": positions}).data
+        )
+
+    @extend_schema(
+        operation_id="transcription_cancel",
+        summary="Cancel a transcription",
+        description=(
+            "A pending job is never run nor charged; a processing one stops within a few seconds and its "
+            "charge is refunded in full (another format of the same request goes on). A job already "
+            "completed, failed or cancelled is a 409."
+        ),
+        tags=["transcription"],
+        parameters=[JOB_ID],
+        request=None,
+        responses={
+            200: TranscriptionCancelOutputSerializer,
+            **plain_text_errors(
+                INVALID_UUID,
+                *AUTH_ERRORS,
+                (404, services.NOT_FOUND_OR_DENIED_MESSAGE),
+                (409, services.ALREADY_FINISHED_MESSAGE),
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="cancel")
+    def cancel(self, request: Request, uuid: str) -> Response:
+        job = services.transcription_cancel(user=request.user, transcription_id=parse_uuid(uuid))
+        return Response(TranscriptionCancelOutputSerializer(job).data)
 
     @extend_schema(
         operation_id="transcription_delete",

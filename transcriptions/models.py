@@ -18,6 +18,7 @@ class Transcription(models.Model):
         PROCESSING = "processing"
         COMPLETED = "completed"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
     class Format(models.TextChoices):
         VERBOSE_JSON = "verbose_json"
@@ -61,6 +62,8 @@ class Transcription(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Audio decoded / the file's duration, 0.0 to 1.0 (1.0 once completed); only ever raised.
+    progress = models.FloatField(default=0.0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -92,6 +95,11 @@ class Transcription(models.Model):
     def result(self) -> dict | None:
         """The transcript in this job's format once completed; None before (and once failed)."""
         return self.data if self.status == self.Status.COMPLETED else None
+
+    @property
+    def is_finished(self) -> bool:
+        """Completed, failed or cancelled: nothing more happens to it."""
+        return self.status in (self.Status.COMPLETED, self.Status.FAILED, self.Status.CANCELLED)
 
 
 class TranscriptionUnit(models.Model):

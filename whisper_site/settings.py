@@ -420,6 +420,9 @@ TRANSCRIPTION_MAX_ATTEMPTS = env_int("TRANSCRIPTION_MAX_ATTEMPTS", 3, minimum=1)
 # last TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS.
 TRANSCRIPTION_UNIT_SECONDS = env_float("TRANSCRIPTION_UNIT_SECONDS", 120.0, minimum=1.0)
 TRANSCRIPTION_BATCH_SIZE = env_int("TRANSCRIPTION_BATCH_SIZE", 8, minimum=1)
+# How often at most a decoding writes its jobs' progress and checks that they were not
+# cancelled (docs/transcription.md, "Progress and cancelling").
+TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS = env_float("TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS", 1.0, minimum=0.0)
 TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS = env_int("TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS", 600, minimum=1)
 # Recovery of jobs left behind by a lost worker or a lost queue (requeue_stuck), run
 # by Celery beat every TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS; a pending job is sent

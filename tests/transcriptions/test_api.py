@@ -191,7 +191,12 @@ def test_three_formats_of_jfk_in_one_run(user: User, make_ready_file: MakeFile, 
     assert user.token_balance == 1000 - 33
 
     verbose = anon.get(f"/api/v1/transcribe/{jobs[0].id.hex}").json()
-    assert list(verbose) == ["uuid", "file_uuid", "model", "language", "format", "status", "processed_at", "data"]
+    assert list(verbose) == [
+        "uuid", "file_uuid", "model", "language", "format", "status", "processed_at",
+        "progress", "queue_position", "started_at", "data",
+    ]  # fmt: skip
+    assert (verbose["progress"], verbose["queue_position"]) == (1.0, None)
+    assert verbose["started_at"] != "1970-01-01 00:00:00" and verbose["started_at"] <= verbose["processed_at"]
     assert verbose["file_uuid"] == file.id.hex
     assert verbose["model"] == "ggml-tiny.en"
     assert verbose["language"] == "en"
@@ -232,7 +237,11 @@ def test_insufficient_balance_fails_the_job_and_leaves_the_balance(
     assert body["error"] == "Insufficient token balance. Required: 11, Available: 5"
     assert body["processed_at"] == "1970-01-01 00:00:00"
     assert "data" not in body
-    assert list(body) == ["uuid", "file_uuid", "model", "language", "format", "status", "error", "processed_at"]
+    assert list(body) == [
+        "uuid", "file_uuid", "model", "language", "format", "status", "error", "processed_at",
+        "progress", "queue_position", "started_at",
+    ]  # fmt: skip
+    assert (body["progress"], body["queue_position"]) == (0.0, None)
     poor.refresh_from_db()
     assert poor.token_balance == 5
 
@@ -485,7 +494,8 @@ def test_the_schema_describes_the_transcription_operations(anon: APIClient) -> N
     ]
     job = schemas["TranscriptionOutput"]
     assert list(job["properties"]) == [
-        "uuid", "file_uuid", "model", "language", "format", "status", "error", "processed_at", "data",
+        "uuid", "file_uuid", "model", "language", "format", "status", "error", "processed_at",
+        "progress", "queue_position", "started_at", "data",
     ]  # fmt: skip
     assert "error" not in job["required"] and "data" not in job["required"]
     assert errors(read, 404) == {"Transcription not found"}

@@ -6,7 +6,7 @@ import copy
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,12 @@ def transcribe(
     task: str = "transcribe",
     temperature: float | None = None,
     beam_size: int = 5,
+    on_progress: Callable[[float], None] | None = None,
 ) -> TranscriptResult:
     """Transcribe (or translate into English) an audio file (WAV, FLAC, MP3, ... anything PyAV decodes).
+
+    ``on_progress``, when given, is called with the seconds of audio decoded so far after
+    each segment; an exception it raises stops the decoding and comes out of this call.
 
     ``language`` None means: "en" for an English-only model, else each segment's language
     is detected (see below). Raises :class:`InvalidLanguage` for a code the model cannot use
@@ -191,6 +195,8 @@ def transcribe(
         raw_texts.append(raw.text)
         probabilities.append(probability)
         segments.append(_segment(len(segments), raw, segment_language or info.language))
+        if on_progress is not None:
+            on_progress(float(raw.end))
     top_language, top_probability = spoken_longest(segments, probabilities)
     if top_language is None or languages is None:
         top_language, top_probability = info.language, float(info.language_probability)

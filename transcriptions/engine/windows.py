@@ -39,7 +39,7 @@ import collections
 import dataclasses
 import itertools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,7 @@ def transcribe_windows(
     temperature: float | None = None,
     batch_size: int = 8,
     beam_size: int = 5,
+    on_progress: Callable[[float], None] | None = None,
 ) -> list[WindowTranscript]:
     """Decode ``windows`` of ``audio`` (16 kHz mono float32, the whole recording), ``batch_size`` at a time.
 
@@ -230,6 +231,10 @@ def transcribe_windows(
     A window is decoded independently of the others: the result of a window does not depend
     on the other windows of the call, nor on the batch it falls in, so a file's windows may
     be shared between calls and workers and merged afterwards.
+
+    ``on_progress``, when given, is called after each batch with the share (0.0 to 1.0) of
+    the windows' speech decoded so far; an exception it raises stops the decoding and comes
+    out of this call.
     """
     language = run_language(model, language, task)
     temperatures = temperature_schedule(temperature)
@@ -254,7 +259,7 @@ def transcribe_windows(
         beam_size=beam_size,
         word_timestamps=word_timestamps,
     )
-    transcripts = decoder.decode(audio, windows, batch_size)
+    transcripts = decoder.decode(audio, windows, batch_size, on_progress)
     ids = itertools.count()
     return [
         dataclasses.replace(
@@ -406,16 +411,25 @@ class _BatchDecoder:
             )
         return self._prompts[language]
 
-    def decode(self, audio: np.ndarray, windows: Sequence[Window], batch_size: int) -> list[WindowTranscript]:
+    def decode(
+        self,
+        audio: np.ndarray,
+        windows: Sequence[Window],
+        batch_size: int,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> list[WindowTranscript]:
         samples_per_frame = self.model.feature_extractor.hop_length
         progress = []
         for window in windows:
             samples = np.concatenate([audio[_sample(start) : _sample(end)] for start, end in window.stretches])
             progress.append(_Progress(window=window, samples=samples, frames=len(samples) // samples_per_frame))
         queue = collections.deque(item for item in progress if item.frames > 0)
+        total = sum(item.frames for item in progress)
         while queue:
             batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
             queue.extend(item for item in self._decode_once(batch) if item.seek < item.frames)
+            if on_progress is not None and total:
+                on_progress(sum(min(item.seek, item.frames) for item in progress) / total)
         return [self._transcript(item) for item in progress]
 
     def _decode_once(self, batch: list[_Progress]) -> list[_Progress]:

@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 from transcriptions.services.jobs import (
+    ALREADY_FINISHED_MESSAGE,
     NOT_FOUND_OR_DENIED_MESSAGE,
     PROMPT_MAX_CHARS,
     TranscriptOptions,
     conversion_failed_message,
     pending_quota_message,
     transcription_batches_enqueue,
+    transcription_cancel,
     transcription_create,
     transcription_delete,
     transcription_file_ready,
@@ -44,6 +46,7 @@ from transcriptions.services.units import (
 )
 
 __all__ = [
+    "ALREADY_FINISHED_MESSAGE",
     "NOT_FOUND_OR_DENIED_MESSAGE",
     "PROMPT_MAX_CHARS",
     "TranscriptOptions",
@@ -56,6 +59,7 @@ __all__ = [
     "transcription_batch_fail",
     "transcription_batch_run",
     "transcription_batches_enqueue",
+    "transcription_cancel",
     "transcription_create",
     "transcription_delete",
     "transcription_file_failed",

@@ -22,6 +22,7 @@ from transcriptions import engine
 from transcriptions.models import Transcription
 from transcriptions.selectors import model_names
 from transcriptions.services.prices import audio_seconds, time_limits
+from webhooks.services import TRANSCRIPTION_CANCELLED
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import new_uuid7
 
@@ -234,6 +235,50 @@ def transcription_file_ready(*, file_id: uuid.UUID) -> None:
         transcription_batches_enqueue(batches=batches)
 
 
+# --- Cancelling ----------------------------------------------------------------------
+
+ALREADY_FINISHED_MESSAGE = "Transcription already finished"
+
+
+def transcription_cancel(*, user: User, transcription_id: uuid.UUID) -> Transcription:
+    """Cancel one of ``user``'s jobs that is pending or processing; returns it, cancelled.
+
+    A pending job is never run nor charged. A processing job is refunded in full in the
+    transaction of its move to ``cancelled``; the worker decoding its batch sees within
+    ``TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS`` that no job of the batch is processing any
+    more and stops (another format of the same request goes on). The move is a conditional
+    UPDATE naming the state read: if the worker completed or failed the job meanwhile, that
+    wins and this is a 409, as for a job already finished; another user's job is a 404.
+    """
+    from transcriptions.services.runs import refund_and_emit  # runs imports this module
+
+    for _ in range(3):
+        job = Transcription.objects.filter(id=transcription_id, owner=user).first()
+        if job is None:
+            raise ApplicationError(NOT_FOUND_OR_DENIED_MESSAGE, 404)
+        if job.is_finished:
+            raise ApplicationError(ALREADY_FINISHED_MESSAGE, 409)
+        with transaction.atomic():
+            moved = Transcription.objects.filter(
+                id=job.id, status=job.status, claim_token=job.claim_token, cost=job.cost
+            ).update(status=Status.CANCELLED, cost=0)
+            if moved:
+                refund_and_emit(job=job, event_type=TRANSCRIPTION_CANCELLED)
+        if moved:
+            context = job.log_context()
+            logger.info(
+                "Transcription cancelled while %s, %d tokens refunded %s",
+                job.status,
+                job.cost,
+                context.words,
+                extra=context.extra,
+            )
+            job.status, job.cost = Status.CANCELLED, 0
+            return job
+        # Race: the job moved since the read (claimed, completed, failed): read it again.
+    raise ApplicationError(ALREADY_FINISHED_MESSAGE, 409)
+
+
 # --- Deleting ------------------------------------------------------------------------
 
 
@@ -241,8 +286,9 @@ def transcription_delete(*, user: User, transcription_id: uuid.UUID) -> Transcri
     """Delete one of ``user``'s jobs, whatever its state; returns the deleted job.
 
     A pending job is never run nor charged: its message finds nothing to claim. A job being
-    processed is deleted too; its worker's result is dropped, and its charge is not refunded
-    (the work was done or is under way).
+    processed is deleted too: its worker stops decoding within
+    ``TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS`` once no job of its batch is left, and its
+    charge is not refunded (cancel first for a refund).
     """
     job = Transcription.objects.filter(id=transcription_id, owner=user).first()
     if job is None:

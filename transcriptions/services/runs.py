@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -164,7 +164,13 @@ def _charge(job: Transcription, cost: int) -> bool:
     return True
 
 
-def transcribe_file(*, file: File, job: Transcription, word_timestamps: bool) -> engine.TranscriptResult:
+def transcribe_file(
+    *,
+    file: File,
+    job: Transcription,
+    word_timestamps: bool,
+    on_progress: Callable[[float], None] | None = None,
+) -> engine.TranscriptResult:
     """One inference run with the options of ``job``'s batch (every job of a batch has the same)."""
     model = worker.model_cache().get(job.model)
     with file_wav_local_path(file) as wav_path:
@@ -177,6 +183,7 @@ def transcribe_file(*, file: File, job: Transcription, word_timestamps: bool) ->
             prompt=job.prompt,
             task=job.task,
             temperature=job.temperature,
+            on_progress=on_progress,
         )
 
 
@@ -217,6 +224,7 @@ def transcription_batch_complete(
             # UPDATE names the state and the claim.
             done = Transcription.objects.filter(id=job.id, status=Status.PROCESSING, claim_token=claim_token).update(
                 status=Status.COMPLETED,
+                progress=1.0,
                 data=rendered[job.format],
                 detected_language=language,
                 processed_at=now,
@@ -241,6 +249,16 @@ def transcription_batch_fail(*, batch_id: uuid.UUID, claim_token: str, error: st
         return sum(_fail_and_refund(job, error) for job in jobs)
 
 
+def refund_and_emit(*, job: Transcription, event_type: str) -> None:
+    """After a job's conditional move to failed or cancelled (which zeroed its cost): give its charge back and record the event.
+
+    Inside the transaction of that move: the refund and the event happen once, with it.
+    """
+    if job.cost:
+        balance_refund(user_id=job.owner_id, amount=job.cost)
+    webhook_event_emit(job=job, event_type=event_type)
+
+
 def _fail_and_refund(job: Transcription, error: str) -> bool:
     """Move ``job`` from the state it was read in to failed, refunding its charge. Inside a transaction.
 
@@ -251,9 +269,8 @@ def _fail_and_refund(job: Transcription, error: str) -> bool:
         id=job.id, status=job.status, claim_token=job.claim_token, cost=job.cost
     ).update(status=Status.FAILED, error=error, cost=0)
     if failed:
-        balance_refund(user_id=job.owner_id, amount=job.cost)
         _log_failure_on_commit(job, error)
-        webhook_event_emit(job=job, event_type=TRANSCRIPTION_FAILED)
+        refund_and_emit(job=job, event_type=TRANSCRIPTION_FAILED)
     return bool(failed)
 
 

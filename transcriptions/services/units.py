@@ -37,7 +37,7 @@ import time
 import uuid
 import wave
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from files.models import File
 from files.selectors import file_wav_local_path
 from transcriptions import engine, formats, worker
 from transcriptions.models import Transcription, TranscriptionUnit
+from transcriptions.selectors import unit_served_seconds
 from transcriptions.services import runs
 from transcriptions.services.jobs import conversion_failed_message
 from transcriptions.services.prices import time_limits
@@ -291,13 +292,7 @@ def _waiting_batches() -> Any:
 
 def _owners_in_fair_order(*, now: dt.datetime) -> list[Any]:
     """The users with work waiting, least served first, then oldest waiting job first."""
-    since = now - dt.timedelta(seconds=settings.TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS)
-    served: dict[Any, float] = dict(
-        TranscriptionUnit.objects.filter(status__in=[UnitStatus.PROCESSING, UnitStatus.DONE], claimed_at__gte=since)
-        .values("owner_id")
-        .annotate(seconds=Sum(F("end") - F("start")))
-        .values_list("owner_id", "seconds")
-    )
+    served = unit_served_seconds(now=now)
     oldest: dict[Any, dt.datetime] = {}
     for rows in (
         TranscriptionUnit.objects.filter(status=UnitStatus.PENDING)
@@ -467,6 +462,49 @@ def transcription_unit_run_next(*, claim_token: str) -> bool:
         return True
 
 
+class BatchStopped(Exception):
+    """Every job of the batch being decoded was cancelled or deleted: its worker stops."""
+
+
+class _BatchWatch:
+    """A unit's progress written to its batch's jobs, and the decoding stopped once they are gone.
+
+    Called by the engine with the share of the unit decoded (0.0 to 1.0); at most every
+    ``TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS`` it costs one UPDATE, which never lowers a
+    job's ``progress`` (1.0 is written with the result), and one check that a job of the
+    batch is still processing, else :class:`BatchStopped` ends the decoding.
+    """
+
+    def __init__(self, *, unit: TranscriptionUnit) -> None:
+        self.unit = unit
+        seconds = F("end") - F("start")
+        totals = TranscriptionUnit.objects.filter(batch_id=unit.batch_id).aggregate(
+            total=Sum(seconds), done=Sum(seconds, filter=Q(status=UnitStatus.DONE))
+        )
+        self.total = totals["total"] or unit.seconds or 1.0
+        self.done = totals["done"] or 0.0
+        self.last = time.monotonic()
+
+    def __call__(self, share: float) -> None:
+        now = time.monotonic()
+        if now - self.last < settings.TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS:
+            return
+        self.last = now
+        self.report(share)
+        if not Transcription.objects.filter(batch_id=self.unit.batch_id, status=Status.PROCESSING).exists():
+            raise BatchStopped
+
+    def seconds(self, decoded: float) -> None:
+        """The engine's sequential decoding reports seconds of the unit's audio."""
+        self(decoded / self.unit.seconds if self.unit.seconds > 0 else 0.0)
+
+    def report(self, share: float) -> None:
+        value = round(min((self.done + max(0.0, min(share, 1.0)) * self.unit.seconds) / self.total, 0.999), 4)
+        Transcription.objects.filter(batch_id=self.unit.batch_id, status=Status.PROCESSING, progress__lt=value).update(
+            progress=value
+        )
+
+
 def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token: str) -> None:
     job = jobs[0]
     file = job.file
@@ -476,16 +514,37 @@ def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token
     word_timestamps = job.word_timestamps or bool(wanted & runs.SUBTITLES)
     # The whole file in one piece: a batch of at most TRANSCRIPTION_UNIT_SECONDS.
     whole = unit.windows is None and unit.start <= 0.0 and unit.end >= file.duration
+    watch = _BatchWatch(unit=unit)
     started = time.perf_counter()
     try:
         if unit.windows is not None:
-            result = _transcribe_windows(file=file, job=job, unit=unit, word_timestamps=word_timestamps)
+            result = _transcribe_windows(
+                file=file, job=job, unit=unit, word_timestamps=word_timestamps, on_progress=watch
+            )
         elif whole:
-            result = runs.transcribe_file(file=file, job=job, word_timestamps=word_timestamps)
+            result = runs.transcribe_file(
+                file=file, job=job, word_timestamps=word_timestamps, on_progress=watch.seconds
+            )
         else:
             result = _transcribe_span(
-                file=file, job=job, start=unit.start, end=unit.end, word_timestamps=word_timestamps
+                file=file,
+                job=job,
+                start=unit.start,
+                end=unit.end,
+                word_timestamps=word_timestamps,
+                on_progress=watch.seconds,
             )
+    except BatchStopped:
+        # Cancelled or deleted while decoding: the worker is free at once.
+        logger.info(
+            "Transcription unit %d stopped after %.1f s: its jobs were cancelled or deleted %s",
+            unit.index,
+            time.perf_counter() - started,
+            context.words,
+            extra=context.extra,
+        )
+        _drop_if_gone(batch_id=unit.batch_id)
+        return
     except Exception as exc:
         reason = runs.failure_reason(exc, file=file, job=job, duration=unit.seconds)
         if reason is None:
@@ -500,6 +559,8 @@ def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token
     )
     if not stored:
         return  # dropped (the batch failed or its jobs were deleted) or taken over meanwhile
+    if not whole:
+        watch.report(1.0)
     if whole:
         logger.info(
             "Transcription batch ran %.1f s of audio in %.1f s with %s %s",
@@ -535,7 +596,12 @@ def _read_wav(path: Path, *, start: float, end: float) -> tuple[np.ndarray, int]
 
 
 def _transcribe_windows(
-    *, file: File, job: Transcription, unit: TranscriptionUnit, word_timestamps: bool
+    *,
+    file: File,
+    job: Transcription,
+    unit: TranscriptionUnit,
+    word_timestamps: bool,
+    on_progress: Callable[[float], None] | None = None,
 ) -> engine.TranscriptResult:
     """Decode a unit's windows together (``engine.transcribe_windows``); times from the file's start.
 
@@ -569,6 +635,7 @@ def _transcribe_windows(
         task=job.task,
         temperature=job.temperature,
         batch_size=settings.TRANSCRIPTION_BATCH_SIZE,
+        on_progress=on_progress,
     )
     merged = engine.merge_windows(transcripts, duration=unit.seconds, task=job.task, language=job.language or None)
     lead = " " if transcripts and transcripts[0].text[:1].isspace() else ""
@@ -578,7 +645,13 @@ def _transcribe_windows(
 
 
 def _transcribe_span(
-    *, file: File, job: Transcription, start: float, end: float, word_timestamps: bool
+    *,
+    file: File,
+    job: Transcription,
+    start: float,
+    end: float,
+    word_timestamps: bool,
+    on_progress: Callable[[float], None] | None = None,
 ) -> engine.TranscriptResult:
     """Decode ``start``-``end`` s of ``file`` as one piece with ``job``'s options; times from the file's start.
 
@@ -604,6 +677,7 @@ def _transcribe_span(
             prompt=job.prompt,
             task=job.task,
             temperature=job.temperature,
+            on_progress=on_progress,
         )
     # A span's text joins the next one's with a space, except in scripts written without.
     lead = "" if result.language in SPACELESS_LANGUAGES else " "
@@ -729,6 +803,15 @@ def _finish_if_done(*, batch_id: uuid.UUID) -> int:
         extra=context.extra,
     )
     return completed
+
+
+def _drop_if_gone(*, batch_id: uuid.UUID) -> int:
+    """Drop a batch's units once none of its jobs is pending or processing; returns how many went."""
+    alive = Transcription.objects.filter(batch_id=batch_id, status__in=[Status.PENDING, Status.PROCESSING])
+    if alive.exists():
+        return 0
+    dropped, _ = TranscriptionUnit.objects.filter(batch_id=batch_id).delete()
+    return dropped
 
 
 def _fail_batch(*, batch_id: uuid.UUID, error: str) -> int:
