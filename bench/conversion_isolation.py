@@ -54,7 +54,7 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 POLL_SECONDS = 0.05
 PASSWORD = "Bench-Passw0rd!"
 # Settings a developer's shell may set that a fresh `make run` would not have.
-UNSET_PREFIXES = ("CELERY_", "S3_", "TRANSCRIPTION_", "CONVERSION_", "SQLITE_")
+UNSET_PREFIXES = ("CELERY_", "S3_", "TRANSCRIPTION_", "CONVERSION_", "SQLITE_", "WEBHOOK_")
 UNSET = ("DATABASE_URL", "STATIC_ROOT", "MEDIA_ROOT", "CACHE_URL", "PRODUCTION", "DEBUG", "SECRET_KEY")
 
 
@@ -82,6 +82,7 @@ class Service:
         tag = uuid.uuid4().hex[:8]
         self.queue = f"bench-{tag}"
         self.conversion_queue = self.queue if merged else f"bench-conversions-{tag}"
+        self.webhook_queue = f"bench-webhooks-{tag}"
         self.env = {k: v for k, v in os.environ.items() if k not in UNSET and not k.startswith(UNSET_PREFIXES)}
         self.env.update(
             DATA_DIR=str(work / "data"),
@@ -89,6 +90,7 @@ class Service:
             REDIS_URL=REDIS_URL,
             CELERY_TASK_DEFAULT_QUEUE=self.queue,
             CONVERSION_QUEUE=self.conversion_queue,
+            WEBHOOK_QUEUE=self.webhook_queue,
             PYTHONUNBUFFERED="1",
         )
         if merged:
@@ -137,7 +139,7 @@ class Service:
             import redis
 
             client = redis.Redis.from_url(REDIS_URL)
-            for queue in {self.queue, self.conversion_queue}:
+            for queue in {self.queue, self.conversion_queue, self.webhook_queue}:
                 client.delete(queue, f"{queue}\x06\x169", f"_kombu.binding.{queue}")
         except Exception:  # cleanup only
             pass

@@ -13,8 +13,9 @@ from accounts.models import User
 from tests.conftest import make_user
 from tests.transcriptions.conftest import MakeFile
 from tests.transcriptions.test_jobs import balance, make_job, run_batch
-from transcriptions import selectors
+from transcriptions import selectors, services
 from transcriptions.models import Transcription, TranscriptionUnit
+from transcriptions.services import units
 from webhooks.models import WebhookDelivery
 from webhooks.services import webhook_endpoint_create
 
@@ -115,3 +116,33 @@ def test_queue_positions_follow_the_fair_order(make_ready_file: MakeFile) -> Non
         late.batch_id: 1,
         backlog[0].batch_id: 2,
     }
+
+
+def test_a_decoding_writes_progress_forward_only_and_stops_once_its_jobs_are_gone(
+    user: User, make_ready_file: MakeFile, settings: Any
+) -> None:
+    settings.TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS = 0
+    file = make_ready_file(user, duration=100.0)
+    job = make_job(user, file, status=Status.PROCESSING, claim_token="task-1", cost=100)
+    srt = make_job(user, file, format="srt", batch_id=job.batch_id, status=Status.PROCESSING, claim_token="task-1")
+    TranscriptionUnit.objects.create(
+        batch_id=job.batch_id, owner=user, file=file, index=0, start=0.0, end=40.0, status="done"
+    )
+    unit = TranscriptionUnit.objects.create(
+        batch_id=job.batch_id, owner=user, file=file, index=1, start=50.0, end=100.0, status="processing"
+    )
+    watch = units._BatchWatch(unit=unit)
+    watch(0.5)  # half of the second unit: (40 + 25) / 90
+    job.refresh_from_db()
+    assert job.progress == round(65 / 90, 4)
+    watch.seconds(10.0)  # a retaken unit starting over: progress does not go back
+    job.refresh_from_db()
+    assert job.progress == round(65 / 90, 4)
+    watch(1.0)  # never 1.0 before the result is stored
+    job.refresh_from_db()
+    assert job.progress == 0.999
+    services.transcription_delete(user=user, transcription_id=job.id)
+    watch(1.0)  # the srt job still wants it
+    assert services.transcription_cancel(user=user, transcription_id=srt.id).status == "cancelled"
+    with pytest.raises(units.BatchStopped):
+        watch(1.0)
