@@ -470,3 +470,18 @@ def test_windows_are_grouped_into_units_of_at_most_the_unit_seconds_of_speech() 
     # A window longer than a unit still makes one unit on its own.
     assert services.window_groups(windows=windows[:1], unit_seconds=10.0) == [windows[:1]]
     assert services.window_groups(windows=[], unit_seconds=60.0) == []
+
+
+@pytest.mark.django_db
+def test_a_long_file_whose_audio_is_gone_fails_refunded_instead_of_waiting(
+    user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any
+) -> None:
+    file = make_ready_file(user, wav=long_wav, duration=LONG_SECONDS)
+    job = make_job(user, file)
+    with storage_local_path(file.wav_name, suffix=".wav") as path:
+        path.unlink()  # lost from storage before it could be planned
+    run_batch(job.batch_id, "task-1")
+    job.refresh_from_db()
+    assert (job.status, job.cost, balance(user)) == ("failed", 0, 1000)
+    assert job.error == "Transcription failed: the file's audio is missing from storage"
+    assert not TranscriptionUnit.objects.exists()

@@ -377,8 +377,11 @@ def _claim_batch(*, batch_id: uuid.UUID, claim_token: str, now: dt.datetime) -> 
     planned_before = TranscriptionUnit.objects.filter(batch_id=batch_id).exists()
     try:
         planned = [] if planned_before else transcription_units_planned(file=file, job=first)
-    except FileNotFoundError:
-        planned = [PlannedUnit(start=0.0, end=file.duration, windows=None)]  # the decode fails it, refunded
+    except Exception:
+        # The WAV is missing or unreadable: one unit, whose decoding fails the batch with
+        # the reason a user reads, refunded (a planning error must not leave it pending).
+        logger.warning("Transcription batch %s could not be planned: decoded whole", batch_id.hex, exc_info=True)
+        planned = [PlannedUnit(start=0.0, end=file.duration, windows=None)]
     with transaction.atomic():
         claimed = runs.claim_and_charge(batch_id=batch_id, claim_token=claim_token, file=file)
         if not claimed:
