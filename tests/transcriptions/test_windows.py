@@ -171,6 +171,35 @@ def test_each_window_detects_its_language(models: ModelCache) -> None:
         assert segment.words and "".join(word.word for word in segment.words).strip() == segment.text
 
 
+def test_a_batch_of_two_languages_is_encoded_once(models: ModelCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each language's windows are aligned on their part of the batch's encoder output, which
+    # gives what encoding them alone gives.
+    model = models.get("ggml-base")
+    audio = load_audio(DATA_DIR / "multilingual.mp3")
+    windows = plan_windows(audio)
+    alone = [transcribe_windows(model, audio, [window], language=None, word_timestamps=True)[0] for window in windows]
+    encode = model.encode
+    sizes: list[int] = []
+
+    def counted(features: np.ndarray) -> object:
+        sizes.append(len(features))
+        return encode(features)
+
+    monkeypatch.setattr(model, "encode", counted)
+    together = transcribe_windows(model, audio, windows, language=None, word_timestamps=True)
+
+    assert sizes == [len(windows)] and {transcript.language for transcript in together} == {"en", "de"}
+    for one, other in zip(alone, together, strict=True):
+        assert (one.text, one.language, one.language_probability) == (
+            other.text,
+            other.language,
+            other.language_probability,
+        )
+        assert [(s.start, s.end, s.text, s.words) for s in one.segments] == [
+            (s.start, s.end, s.text, s.words) for s in other.segments
+        ]
+
+
 def test_windows_decoded_apart_merge_like_one_call(models: ModelCache, minute: np.ndarray) -> None:
     # What lets two workers share a file: each half of its windows decoded on its own (and
     # in batches of another size) gives the same segments and words as one call.

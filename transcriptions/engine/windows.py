@@ -11,7 +11,9 @@ whatever else is in the batch), and :func:`merge_windows` puts the pieces togeth
 - :func:`plan_windows`: the windows of a 16 kHz mono recording (:func:`load_audio`);
 - :func:`transcribe_windows`: windows decoded together, ``batch_size`` at a time: one
   batched encoder pass, each window's language detected on the encoder output where
-  needed, one batched beam search, one batched word alignment;
+  needed, one batched beam search, one batched word alignment (the windows sampled again
+  at a higher temperature, and each language's windows in a batch of several, take their
+  part of the batch's encoder output: on CPU nothing is encoded twice);
 - :func:`merge_windows`: the :class:`WindowTranscript` pieces in window order to the one
   :class:`TranscriptResult` the formats render.
 
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.audio import decode_audio, pad_or_trim
@@ -501,9 +504,8 @@ class _BatchDecoder:
         tried: list[list[_Decoded]] = [[] for _ in languages]
         pending = list(range(len(languages)))
         for step, temperature in enumerate(self.temperatures):
-            # The batch's encoder output the first time; the few decoded again are encoded
-            # again (CTranslate2 cannot take a part of a batch's output).
-            output = encoder_output if step == 0 else model.encode(features[pending])
+            # The batch's encoder output the first time, then the part of it for the few decoded again.
+            output = encoder_output if step == 0 else self._part(features, encoder_output, pending)
             if temperature > 0:
                 options: dict[str, Any] = {
                     "beam_size": 1,
@@ -561,8 +563,8 @@ class _BatchDecoder:
             indexes = [index for index, other in enumerate(languages) if other == language]
             tokenizer = self.tokenizer(language)
             # The alignment starts with the language's start sequence: one call per language,
-            # and in a batch of mixed languages each language's windows are encoded again.
-            output = encoder_output if len(indexes) == len(languages) else model.encode(features[indexes])
+            # each on its windows' part of the encoder output.
+            output = self._part(features, encoder_output, indexes)
             text_tokens = [
                 [token for piece in passes[index].pieces for token in piece["tokens"] if token < tokenizer.eot]
                 for index in indexes
@@ -585,6 +587,20 @@ class _BatchDecoder:
                     APPEND_PUNCTUATIONS,
                     one.progress.last_speech,
                 )
+
+    def _part(self, features: np.ndarray, encoder_output: Any, indexes: list[int]) -> Any:
+        """The encoder output of the batch's windows at ``indexes`` (in that order).
+
+        On CPU, those windows' rows of the batch's output, copied: the same numbers as
+        encoding them again, since a window's encoding does not depend on the rest of its
+        batch. Elsewhere the output is not in host memory (nor in a type NumPy has, with a
+        bfloat16 compute type), and they are encoded again.
+        """
+        if indexes == list(range(len(features))):
+            return encoder_output
+        if self.model.model.device == "cpu" and encoder_output.dtype in _NUMPY_TYPES:
+            return ctranslate2.StorageView.from_array(np.asarray(encoder_output)[indexes])
+        return self.model.encode(features[indexes])
 
     def _transcript(self, item: _Progress) -> WindowTranscript:
         window = item.window
@@ -629,6 +645,9 @@ class _BatchDecoder:
             language=language,
             language_probability=item.probability,
         )
+
+
+_NUMPY_TYPES = frozenset({ctranslate2.DataType.float32, ctranslate2.DataType.float16})
 
 
 class _Timeline:
