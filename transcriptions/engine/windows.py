@@ -7,6 +7,10 @@ the unit the scheduler hands out: each is decoded on its own, so that any group 
 any worker, in any batch, gives the same segments as one run over the whole file (on CPU
 to the bit: CTranslate2's int8 encoder and beam search give a batch item the same numbers
 whatever else is in the batch), and :func:`merge_windows` puts the pieces together in order.
+The exception is a window whose beam search fails the quality checks and is sampled again
+at a higher temperature: CTranslate2's random generator belongs to its thread and is seeded
+once, so such a window's text may differ from one decoding to the next, as it does with
+faster-whisper's own fallback.
 
 - :func:`plan_windows`: the windows of a 16 kHz mono recording (:func:`load_audio`);
 - :func:`transcribe_windows`: windows decoded together, ``batch_size`` at a time: one
