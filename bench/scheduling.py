@@ -223,9 +223,11 @@ def long_form(work: Path, models_dir: Path, runs: int) -> None:
     times: dict[str, list[float]] = {"service": [], "bare faster-whisper": [], "engine.transcribe": []}
     texts: dict[str, str] = {}
     try:
-        auth = service.register("user-long")
+        users = iter(range(1_000_000))
 
         def served() -> str:
+            # A user of their own per run: 301 tokens a run, 1000 to a new account.
+            auth = service.register(f"user-long-{next(users)}")
             file_id = service.upload(RECORDING, auth)
             job = wait_completed(service, queue(service, file_id, auth, "verbose_json"))
             units = units_of(service, job["uuid"])
