@@ -74,5 +74,8 @@ def test_progress_positions_and_a_running_job_cancelled_and_refunded(e2e: E2E, t
     assert (next_started - cancelled_at).total_seconds() < 15  # the worker was free for it
     job = Transcription.objects.get(id=job_id)
     assert (job.status, job.cost, balance(owner)) == ("cancelled", 0, 1000)
-    assert "stopped after" in e2e.worker.log() and "its jobs were cancelled or deleted" in e2e.worker.log()
+    # Stopped mid-span at its next progress write, or, where the span in hand ended first,
+    # the next one dropped unclaimed: either way no more of it was decoded.
+    log = e2e.worker.log()
+    assert "its jobs were cancelled or deleted" in log or f"{batch_id.hex} dropped: its jobs are gone" in log
     assert client.post(f"/api/v1/transcribe/{job_id}/cancel").status_code == 409
