@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from http_client import call, free_port, multipart
+from http_client import call, free_port, installed_models, multipart
 
 ROOT = Path(__file__).resolve().parent.parent
 JFK = ROOT / "tests" / "data" / "jfk.flac"
@@ -283,12 +283,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args()
 
-    env_models = os.environ.get("MODELS_DIR")
-    models_dir = Path(env_models) if env_models else ROOT / "var" / "models"
-    subprocess.run(
-        [sys.executable, "manage.py", "models", "--install", "--verbosity", "0"],
-        cwd=ROOT, env={**os.environ, "MODELS_DIR": str(models_dir)}, check=True,
-    )  # fmt: skip
+    models_dir = installed_models()
     work = Path(tempfile.mkdtemp(prefix="whisper-bench-conversion-"))
     video = work / "video-720p-180s.mp4"
     started = time.perf_counter()

@@ -1,14 +1,30 @@
-"""What the end-to-end benchmarks use to talk to a served instance: a free port, JSON calls, uploads."""
+"""What the end-to-end benchmarks share: the installed models, a free port, JSON calls, uploads."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def installed_models() -> Path:
+    """``MODELS_DIR`` (default ./var/models) with the bundled models installed, as ``make run`` installs them."""
+    env_models = os.environ.get("MODELS_DIR")
+    models_dir = Path(env_models) if env_models else ROOT / "var" / "models"
+    subprocess.run(
+        [sys.executable, "manage.py", "models", "--install", "--verbosity", "0"],
+        cwd=ROOT, env={**os.environ, "MODELS_DIR": str(models_dir)}, check=True,
+    )  # fmt: skip
+    return models_dir
 
 
 def free_port() -> int:

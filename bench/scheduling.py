@@ -55,7 +55,7 @@ from typing import Any
 
 import jiwer
 from conversion_isolation import Service
-from http_client import call
+from http_client import call, installed_models
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -419,12 +419,7 @@ def main() -> None:
     EXTRA_ENV.update(item.split("=", 1) for item in args.env)
     if EXTRA_ENV:
         print(f"service settings: {EXTRA_ENV}")
-    env_models = os.environ.get("MODELS_DIR")
-    models_dir = Path(env_models) if env_models else ROOT / "var" / "models"
-    subprocess.run(
-        [sys.executable, "manage.py", "models", "--install", "--verbosity", "0"],
-        cwd=ROOT, env={**os.environ, "MODELS_DIR": str(models_dir)}, check=True,
-    )  # fmt: skip
+    models_dir = installed_models()
     print(f"{os.cpu_count()} CPUs; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     work = Path(tempfile.mkdtemp(prefix="whisper-bench-scheduling-"))
     parts = {"fairness": fairness, "long": long_form, "parallel": parallel, "watch": watching}

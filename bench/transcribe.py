@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 
 import http_client
-from http_client import free_port, multipart
+from http_client import free_port, installed_models, multipart
 
 call = functools.partial(http_client.call, timeout=120)
 
@@ -220,12 +220,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args()
 
-    env_models = os.environ.get("MODELS_DIR")
-    models_dir = Path(env_models) if env_models else ROOT / "var" / "models"
-    subprocess.run(
-        [sys.executable, "manage.py", "models", "--install", "--verbosity", "0"],
-        cwd=ROOT, env={**os.environ, "MODELS_DIR": str(models_dir)}, check=True,
-    )  # fmt: skip
+    models_dir = installed_models()
     work = Path(tempfile.mkdtemp(prefix="whisper-bench-transcribe-"))
     service = Service(work, models_dir)
     # Loaded before anything is timed, as the worker preloads its default model.
