@@ -106,10 +106,7 @@ def claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> li
             if job.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
                 # Its worker died (killed, out of memory, hard time limit) this many times
                 # already: the next try would most likely end the same way.
-                _fail_and_refund(
-                    job,
-                    f"Transcription failed after {job.attempts} attempts: the worker stopped before it finished",
-                )
+                _fail_and_refund(job, lost_worker_message(job.attempts))
                 continue
             # The claim. It names the state read above: a job deleted or claimed by another
             # task since then is left alone.
@@ -145,6 +142,11 @@ def claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> li
             extra=context.extra,
         )
     return claimed
+
+
+def lost_worker_message(attempts: int) -> str:
+    """The error of a job (or a unit's batch) whose worker died ``attempts`` times."""
+    return f"Transcription failed after {attempts} attempts: the worker stopped before it finished"
 
 
 def _charge(job: Transcription, cost: int) -> bool:

@@ -241,7 +241,7 @@ def transcription_unit_claim(*, claim_token: str, now: dt.datetime | None = None
         if own.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
             _fail_batch(
                 batch_id=own.batch_id,
-                error=f"Transcription failed after {own.attempts} attempts: the worker stopped before it finished",
+                error=runs.lost_worker_message(own.attempts),
             )
         else:
             with transaction.atomic():
@@ -641,10 +641,7 @@ def _transcribe_windows(
         on_progress=on_progress,
     )
     merged = engine.merge_windows(transcripts, duration=unit.seconds, task=job.task, language=job.language or None)
-    lead = " " if transcripts and transcripts[0].text[:1].isspace() else ""
-    return dataclasses.replace(
-        merged, text=lead + merged.text, segments=[_shifted(segment, offset) for segment in merged.segments]
-    )
+    return _placed(merged, offset=offset, space_before=bool(transcripts) and transcripts[0].text[:1].isspace())
 
 
 def _transcribe_span(
@@ -683,9 +680,16 @@ def _transcribe_span(
             on_progress=on_progress,
         )
     # A span's text joins the next one's with a space, except in scripts written without.
-    lead = "" if result.language in SPACELESS_LANGUAGES else " "
+    return _placed(result, offset=start, space_before=result.language not in SPACELESS_LANGUAGES)
+
+
+def _placed(result: engine.TranscriptResult, *, offset: float, space_before: bool) -> engine.TranscriptResult:
+    """A unit's result with times from the file's start, its text starting with a space where
+    it joins the previous unit's at a word boundary (:func:`units_merge` joins them)."""
     return dataclasses.replace(
-        result, text=lead + result.text, segments=[_shifted(segment, start) for segment in result.segments]
+        result,
+        text=(" " if space_before else "") + result.text,
+        segments=[_shifted(segment, offset) for segment in result.segments],
     )
 
 
@@ -860,7 +864,7 @@ def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | N
         if unit.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
             _fail_batch(
                 batch_id=unit.batch_id,
-                error=f"Transcription failed after {unit.attempts} attempts: the worker stopped before it finished",
+                error=runs.lost_worker_message(unit.attempts),
             )
             continue
         released = TranscriptionUnit.objects.filter(
