@@ -30,7 +30,7 @@ from files.downloads import ON_DISK_MESSAGE, file_download_response
 from files.models import File
 from files.services import UploadResult
 from files.uploads import StreamedUpload, install_file_upload_handler, too_many_files_message
-from whisper_site.api_fields import BODY_ERRORS, ConstantField, TimestampField
+from whisper_site.api_fields import BODY_ERRORS, ConstantField, StrictStringField, TimestampField
 from whisper_site.errors import ApplicationError
 from whisper_site.identifiers import parse_uuid
 from whisper_site.openapi import AUTH_ERRORS, plain_text_errors, uuid_path_parameter
@@ -48,19 +48,6 @@ MISSING_FILENAME_MESSAGE = "Missing 'filename' field in request body"
 
 
 # --- Fields ------------------------------------------------------------------------
-
-
-@extend_schema_field({"type": "string", "minLength": 1})
-class StrictStringField(serializers.Field):
-    """A JSON string, passed on as sent: numbers are not turned into text, nothing is trimmed."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return data
-
-    def to_representation(self, value: str) -> str:
-        return value
 
 
 # Binary in the schema: drf-spectacular writes a FileField as a string unless request and

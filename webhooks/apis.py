@@ -32,6 +32,7 @@ from whisper_site.api_fields import (
     ConstantField,
     HexIdField,
     StrictInputSerializer,
+    StrictStringField,
     TimestampField,
     validated_body,
 )
@@ -56,7 +57,7 @@ EXAMPLE_URL = "https://example.com/hooks/whisper"
 
 
 @extend_schema_field({"type": "string", "maxLength": URL_MAX_LENGTH, "pattern": URL_PATTERN, "example": EXAMPLE_URL})
-class WebhookUrlField(serializers.Field):
+class WebhookUrlField(StrictStringField):
     """The receiver's URL as sent; its form and where it resolves are the service's questions."""
 
     default_error_messages = {
@@ -64,14 +65,6 @@ class WebhookUrlField(serializers.Field):
         "null": MISSING_URL_MESSAGE,
         "invalid": URL_FORM_MESSAGE,
     }
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return data
-
-    def to_representation(self, value: str) -> str:
-        return value
 
 
 @extend_schema_field(

@@ -61,6 +61,19 @@ class TimestampField(serializers.Field):
         return value if isinstance(value, str) else format_timestamp(value)
 
 
+@extend_schema_field({"type": "string", "minLength": 1})
+class StrictStringField(serializers.Field):
+    """A JSON string, passed on as sent: numbers are not turned into text, nothing is trimmed."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value: str) -> str:
+        return value
+
+
 class ConstantField(serializers.Field):
     """A fixed text of an answer (``"Login successful"``), the same in every response."""
 
