@@ -502,3 +502,9 @@ CELERY_BEAT_SCHEDULE["webhooks-requeue-due"] = {
     # On the default queue, as the transcriptions' recovery: quick database work.
     "options": {"expires": float(WEBHOOK_RECOVERY_INTERVAL_SECONDS)},
 }
+
+# --- Metrics (admin_api; docs/admin.md, "Metrics") ---------------------------------
+# GET /admin/metrics derives its figures from the database at scrape time. Finished
+# jobs, uploads and webhook deliveries count over this window (by creation time);
+# pending and processing jobs and pending deliveries count whatever their age.
+METRICS_WINDOW_SECONDS = env_int("METRICS_WINDOW_SECONDS", 3600, minimum=60)
