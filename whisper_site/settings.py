@@ -376,7 +376,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+    # Plain HTTP inside the deployment: the containers' health checks, and Prometheus
+    # scraping the web service directly (docker-compose.yml, profile metrics). A redirect
+    # would not protect its API key: the key is in the request the redirect answers.
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^api/v1/admin/metrics/?$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)

@@ -158,7 +158,7 @@ def test_settings_come_from_the_environment(compose: dict[str, Any]) -> None:
 
 def test_volumes_are_named_and_declared(compose: dict[str, Any]) -> None:
     declared = set(compose["volumes"])
-    assert {"data", "postgres", "redis", "minio"} <= declared
+    assert {"data", "postgres", "redis", "minio", "prometheus"} <= declared
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
@@ -182,6 +182,41 @@ def test_optional_services_sit_behind_profiles(compose: dict[str, Any]) -> None:
     for name in ("postgres", "redis", "minio"):
         for port in services[name]["ports"]:
             assert port.startswith("${PRIVATE_BIND_ADDRESS:-127.0.0.1}:"), name
+
+
+def test_prometheus_sits_behind_a_profile_and_scrapes_the_metrics_with_an_admin_key(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["metrics"]
+    assert prometheus["ports"] == ["${PRIVATE_BIND_ADDRESS:-127.0.0.1}:9090:9090"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    # The key comes from the environment as a secret file, never written in the repository.
+    assert prometheus["secrets"] == ["metrics_api_key"]
+    assert compose["secrets"]["metrics_api_key"] == {"environment": "METRICS_API_KEY"}
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/api/v1/admin/metrics"
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_api_key"}
+    (target,) = job["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host in services and port == "8000"
+    # Django answers the web service under the name Prometheus uses.
+    assert services["web"]["environment"]["ALLOWED_HOSTS"].split(",")[-1] == host
+
+
+def test_a_scrape_over_the_compose_network_is_answered_not_redirected(tmp_path: Path) -> None:
+    # Production settings redirect plain HTTP to HTTPS, but not the metrics route that
+    # Prometheus reaches inside the deployment: the key is checked (401 without one).
+    script = (
+        "import django; django.setup(); from django.core.management import call_command; "
+        "call_command('migrate', verbosity=0); from django.test import Client; "
+        "r = Client().get('/api/v1/admin/metrics', HTTP_HOST='web:8000'); print(r.status_code); "
+        "r = Client().get('/api/v1/user/me', HTTP_HOST='web:8000'); print(r.status_code)"
+    )
+    env = production_env(tmp_path, DJANGO_SETTINGS_MODULE="whisper_site.settings", ALLOWED_HOSTS="example.com,web")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.stdout.split() == ["401", "301"], result.stderr
 
 
 def test_only_nginx_is_published_and_gunicorn_sits_behind_it(compose: dict[str, Any]) -> None:
