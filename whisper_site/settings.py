@@ -432,6 +432,17 @@ TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS = env_int("TRANSCRIPTION_FAIRNESS_WINDOW_S
 # again once its last message is TRANSCRIPTION_RECOVERY_AFTER_SECONDS old.
 TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS = env_int("TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS", 300, minimum=10)
 TRANSCRIPTION_RECOVERY_AFTER_SECONDS = env_int("TRANSCRIPTION_RECOVERY_AFTER_SECONDS", 600, minimum=0)
+# A worker decoding a unit records that it is alive every TRANSCRIPTION_HEARTBEAT_SECONDS;
+# a unit not heard of for TRANSCRIPTION_LOST_AFTER_SECONDS lost its worker (a machine or a
+# whole worker gone: nothing redelivers its message before CELERY_VISIBILITY_TIMEOUT) and
+# the recovery puts it back for another worker.
+TRANSCRIPTION_HEARTBEAT_SECONDS = env_float("TRANSCRIPTION_HEARTBEAT_SECONDS", 15.0, minimum=0.1)
+TRANSCRIPTION_LOST_AFTER_SECONDS = env_float("TRANSCRIPTION_LOST_AFTER_SECONDS", 120.0, minimum=1.0)
+if TRANSCRIPTION_LOST_AFTER_SECONDS < 3 * TRANSCRIPTION_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "TRANSCRIPTION_LOST_AFTER_SECONDS must be at least 3 x TRANSCRIPTION_HEARTBEAT_SECONDS, got "
+        f"{TRANSCRIPTION_LOST_AFTER_SECONDS:g} and {TRANSCRIPTION_HEARTBEAT_SECONDS:g}"
+    )
 # How long a request to the OpenAI-compatible routes (POST /audio/transcriptions and
 # /audio/translations) waits for its job before it answers 504, naming the job, which goes
 # on. Under the compose file's nginx (proxy_read_timeout 120 s, deploy/nginx.conf.template)
