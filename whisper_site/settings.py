@@ -502,3 +502,15 @@ CELERY_BEAT_SCHEDULE["webhooks-requeue-due"] = {
     # On the default queue, as the transcriptions' recovery: quick database work.
     "options": {"expires": float(WEBHOOK_RECOVERY_INTERVAL_SECONDS)},
 }
+
+# --- Readiness and worker heartbeats (health; docs/production.md, "Readiness") ------
+# GET /api/v1/health/ready answers 200 when the database and the broker answer within
+# READINESS_TIMEOUT_SECONDS and each queue the service sends work to has a live consumer:
+# a worker consuming it whose heartbeat (a database row, renewed every
+# WORKER_HEARTBEAT_INTERVAL_SECONDS) is at most WORKER_HEARTBEAT_STALE_SECONDS old.
+INSTALLED_APPS.append("health")
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env_float("WORKER_HEARTBEAT_INTERVAL_SECONDS", 5.0, minimum=0.1)
+WORKER_HEARTBEAT_STALE_SECONDS = env_float("WORKER_HEARTBEAT_STALE_SECONDS", 30.0, minimum=1.0)
+if WORKER_HEARTBEAT_STALE_SECONDS <= WORKER_HEARTBEAT_INTERVAL_SECONDS:
+    raise ImproperlyConfigured("WORKER_HEARTBEAT_STALE_SECONDS must be longer than WORKER_HEARTBEAT_INTERVAL_SECONDS")
+READINESS_TIMEOUT_SECONDS = env_float("READINESS_TIMEOUT_SECONDS", 2.0, minimum=0.1)
