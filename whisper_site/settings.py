@@ -376,7 +376,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+    # The health checks of containers and load balancers come over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^api/v1/health/ready$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
