@@ -219,8 +219,8 @@ def test_missing_package_is_skipped_with_a_warning(
 ) -> None:
     absent = BundledModel(
         name="ggml-small",
-        metadata=PackageFile("no_such_model_package", "data/config.json"),
-        weight_parts=(PackageFile("no_such_model_package", "data/model.bin"),),
+        metadata_files=(PackageFile("no_such_model_package", "data/config.json", "0" * 64),),
+        weight_parts=(PackageFile("no_such_model_package", "data/model.bin", "0" * 64),),
     )
     monkeypatch.setitem(BUNDLED_MODELS, "ggml-small", absent)
     with caplog.at_level(logging.WARNING, logger="transcriptions.engine"):
