@@ -9,11 +9,15 @@ from celery import Celery
 from celery.signals import worker_init
 from django.db import InterfaceError, OperationalError
 
+from health.worker import WorkerHeartbeatStep
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whisper_site.settings")
 
 app = Celery("whisper_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Every worker records a heartbeat in the database while it consumes (health.worker).
+app.steps["consumer"].add(WorkerHeartbeatStep)
 
 # The queues the worker this process belongs to consumes: recorded by the worker's main
 # process at worker_init (once -Q is applied, before the pool forks) and inherited by its

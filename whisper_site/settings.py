@@ -376,10 +376,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    # Plain HTTP inside the deployment: the containers' health checks, and Prometheus
-    # scraping the web service directly (docker-compose.yml, profile metrics). A redirect
-    # would not protect its API key: the key is in the request the redirect answers.
-    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^api/v1/admin/metrics/?$"]
+    # Plain HTTP inside the deployment: the containers' and load balancers' health checks,
+    # and Prometheus scraping the web service directly (docker-compose.yml, profile
+    # metrics). A redirect would not protect its API key: the key is in the request the
+    # redirect answers.
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^api/v1/health/ready$", r"^api/v1/admin/metrics/?$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
@@ -522,3 +523,15 @@ CELERY_BEAT_SCHEDULE["webhooks-requeue-due"] = {
 # jobs, uploads and webhook deliveries count over this window (by creation time);
 # pending and processing jobs and pending deliveries count whatever their age.
 METRICS_WINDOW_SECONDS = env_int("METRICS_WINDOW_SECONDS", 3600, minimum=60)
+
+# --- Readiness and worker heartbeats (health; docs/production.md, "Readiness") ------
+# GET /api/v1/health/ready answers 200 when the database and the broker answer within
+# READINESS_TIMEOUT_SECONDS and each queue the service sends work to has a live consumer:
+# a worker consuming it whose heartbeat (a database row, renewed every
+# WORKER_HEARTBEAT_INTERVAL_SECONDS) is at most WORKER_HEARTBEAT_STALE_SECONDS old.
+INSTALLED_APPS.append("health")
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env_float("WORKER_HEARTBEAT_INTERVAL_SECONDS", 5.0, minimum=0.1)
+WORKER_HEARTBEAT_STALE_SECONDS = env_float("WORKER_HEARTBEAT_STALE_SECONDS", 30.0, minimum=1.0)
+if WORKER_HEARTBEAT_STALE_SECONDS <= WORKER_HEARTBEAT_INTERVAL_SECONDS:
+    raise ImproperlyConfigured("WORKER_HEARTBEAT_STALE_SECONDS must be longer than WORKER_HEARTBEAT_INTERVAL_SECONDS")
+READINESS_TIMEOUT_SECONDS = env_float("READINESS_TIMEOUT_SECONDS", 2.0, minimum=0.1)

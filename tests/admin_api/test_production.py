@@ -106,6 +106,8 @@ def test_compose_has_the_services_of_a_deployment(compose: dict[str, Any]) -> No
     assert services["worker"]["command"] == ["worker"]
     assert services["converter"]["command"] == ["converter"]
     assert services["beat"]["command"] == ["beat"]
+    # A one-shot migration that the others wait for.
+    assert (services["migrate"]["command"], services["migrate"]["restart"]) == (["migrate"], "no")
 
 
 def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) -> None:
@@ -113,7 +115,8 @@ def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) 
     for name in ("postgres", "redis", "web", "worker", "converter", "worker-gpu", "minio"):
         test = services[name]["healthcheck"]["test"]
         assert test and test[0] in {"CMD", "CMD-SHELL"}, name
-    assert any("/api/v1/health" in part for part in services["web"]["healthcheck"]["test"])
+    # The web service is healthy once it is ready: database, broker and a live consumer of every queue.
+    assert any("/api/v1/health/ready" in part for part in services["web"]["healthcheck"]["test"])
     assert "inspect ping" in services["worker"]["healthcheck"]["test"][1]
     assert "inspect ping" in services["converter"]["healthcheck"]["test"][1]
 
@@ -125,8 +128,13 @@ def test_workers_scale(compose: dict[str, Any]) -> None:
     for name in ("worker", "converter"):
         worker = compose["services"][name]
         assert "ports" not in worker, name
-        assert worker["depends_on"]["web"]["condition"] == "service_healthy", name
         assert worker["depends_on"]["postgres"]["condition"] == "service_healthy", name
+    # Nothing waits for the web service's readiness that readiness waits for: every app
+    # service waits for the migration instead.
+    for name in (*APP_SERVICES, "webhooks"):
+        depends_on = compose["services"][name]["depends_on"]
+        assert depends_on["migrate"]["condition"] == "service_completed_successfully", name
+        assert "web" not in depends_on, name
 
 
 def test_conversions_have_workers_of_their_own_that_yield_the_cpu(compose: dict[str, Any]) -> None:
@@ -307,6 +315,10 @@ def test_the_web_role_serves_the_api_and_the_static_files_collected_at_build(tmp
                 pass
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.25)
+        # Readiness over plain HTTP too (no redirect to HTTPS), as the container's health
+        # check asks it: no worker runs here, so not ready, and it says why.
+        status, content_type, body = http_request(f"{url}/api/v1/health/ready", {})
+        assert (status, content_type, json.loads(body)["status"]) == (503, "application/json", "unavailable")
         # Migrated: a user can register.
         account = {"username": "imaged", "password": "Image-Passw0rd!"}
         status, _, body = http_request(f"{url}/api/v1/user/register", https, account)
@@ -370,6 +382,16 @@ def test_the_manage_role_runs_management_commands(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
         rows = db.execute("SELECT is_admin, is_superuser FROM accounts_user WHERE username = 'operator'").fetchall()
     assert rows == [(1, 1)]
+
+
+def test_the_migrate_role_migrates_and_exits(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(ENTRYPOINT), "migrate"], cwd=ROOT, env=image_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"accounts_user", "health_workerheartbeat"} <= tables
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:

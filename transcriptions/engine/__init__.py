@@ -22,7 +22,14 @@ from transcriptions.engine.cache import (
     default_compute_type,
     default_cpu_threads,
 )
-from transcriptions.engine.errors import EngineError, InvalidLanguage, InvalidTask, UnknownModel
+from transcriptions.engine.errors import (
+    EngineError,
+    InvalidLanguage,
+    InvalidTask,
+    ModelDownloadError,
+    ModelIntegrityError,
+    UnknownModel,
+)
 from transcriptions.engine.inference import (
     DEFAULT_TEMPERATURES,
     SAMPLING_RATE,
@@ -41,6 +48,7 @@ from transcriptions.engine.models import (
     ModelInfo,
     PackageFile,
     available_models,
+    download_official_model,
     install_bundled_models,
     is_multilingual_model,
     is_valid_model_folder,
@@ -70,7 +78,9 @@ __all__ = [
     "InvalidLanguage",
     "InvalidTask",
     "ModelCache",
+    "ModelDownloadError",
     "ModelInfo",
+    "ModelIntegrityError",
     "PackageFile",
     "Segment",
     "TranscriptResult",
@@ -79,6 +89,7 @@ __all__ = [
     "WindowTranscript",
     "Word",
     "available_models",
+    "download_official_model",
     "default_compute_type",
     "default_cpu_threads",
     "install_bundled_models",
