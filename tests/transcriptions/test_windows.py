@@ -143,9 +143,15 @@ def test_words_have_times_in_the_original_audio(models: ModelCache, jfk: np.ndar
     late_words = [word for segment in late.segments for word in segment.words or ()]
     early_words = [word for segment in early.segments for word in segment.words or ()]
     assert _words("".join(word.word for word in late_words)) == _words("".join(word.word for word in early_words))
-    for moved, word in zip(late_words, early_words, strict=True):
-        assert moved.start == pytest.approx(word.start + offset, abs=0.2)
-        assert moved.end == pytest.approx(word.end + offset, abs=0.2)
+    # Each word at its time plus the offset, give or take the alignment's jitter: heard at
+    # another place in its window, a short word may move by up to 0.3 s ("my" on oneDNN).
+    shifts = [
+        shift
+        for moved, word in zip(late_words, early_words, strict=True)
+        for shift in (moved.start - word.start - offset, moved.end - word.end - offset)
+    ]
+    assert all(abs(shift) <= 0.35 for shift in shifts)
+    assert sorted(abs(shift) for shift in shifts)[len(shifts) // 2] <= 0.05
 
 
 def test_each_window_detects_its_language(models: ModelCache) -> None:
@@ -214,7 +220,16 @@ def test_windows_decoded_apart_merge_like_one_call(models: ModelCache, minute: n
     together = merge_windows(run(windows, 8), duration=duration)
     apart = merge_windows(run(windows[:half], 1) + run(windows[half:], 2), duration=duration)
 
-    assert apart == together
+    # The same segments and words at the same times; a word's probability may differ in its
+    # last digits with the batch's size where CTranslate2 runs on oneDNN (AMD CPUs).
+    assert apart.text == together.text and len(apart.segments) == len(together.segments)
+    for one, other in zip(apart.segments, together.segments, strict=True):
+        assert (one.start, one.end, one.text) == (other.start, other.end, other.text)
+        assert [(w.word, w.start, w.end) for w in one.words or ()] == [
+            (w.word, w.start, w.end) for w in other.words or ()
+        ]
+        for word, same in zip(one.words or (), other.words or (), strict=True):
+            assert word.probability == pytest.approx(same.probability, abs=1e-4)
     words = [word for segment in together.segments for word in segment.words or ()]
     assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
     # Nothing left out: whatever follows a pause, and the end of every window (where

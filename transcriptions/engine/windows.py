@@ -4,9 +4,12 @@ A window is up to 30 s of speech (Whisper's input): stretches of speech found wi
 faster-whisper's Silero VAD as its ``BatchedInferencePipeline`` finds them, one after
 another, the longer pauses between them left out; it is cut only in silences. Windows are
 the unit the scheduler hands out: each is decoded on its own, so that any group of them, on
-any worker, in any batch, gives the same segments as one run over the whole file (on CPU
-to the bit: CTranslate2's int8 encoder and beam search give a batch item the same numbers
-whatever else is in the batch), and :func:`merge_windows` puts the pieces together in order.
+any worker, in any batch, gives the same segments as one run over the whole file, and
+:func:`merge_windows` puts the pieces together in order. (On CPU, CTranslate2's int8 encoder
+and beam search give a batch item the same numbers whatever else is in the batch, to the bit
+with Intel MKL on Intel CPUs; with oneDNN, which it uses on other CPUs, the last digits of a
+word's probability may differ with the batch's size, never a word or, in the test
+recordings, its time.)
 The exception is a window whose beam search fails the quality checks and is sampled again
 at a higher temperature: CTranslate2's random generator belongs to its thread and is seeded
 once, so such a window's text may differ from one decoding to the next, as it does with
@@ -411,7 +414,12 @@ class _BatchDecoder:
             )
         return self._tokenizers[language]
 
-    def prompt(self, language: str) -> list[int]:
+    def prompt(self, language: str, previous: Sequence[int] = ()) -> list[int]:
+        """The prompt of a decoding: the hotwords, then ``previous`` (text tokens), then the start sequence."""
+        if previous:
+            return self.model.get_prompt(
+                self.tokenizer(language), list(previous), without_timestamps=True, hotwords=self.hotwords
+            )
         if language not in self._prompts:
             self._prompts[language] = self.model.get_prompt(
                 self.tokenizer(language), [], without_timestamps=True, hotwords=self.hotwords
@@ -471,7 +479,16 @@ class _BatchDecoder:
                 for item in batch:
                     item.language = self.language
         languages = [item.language or "en" for item in batch]
-        decoded = self._generate(features, encoder_output, languages)
+        # A window decoded again from its last word (a tail) is prompted with its own text
+        # so far, as the sequential decoder prompts each 30 s with the text before it: on
+        # its own, the few seconds left at the end of a window often fail the quality
+        # checks at every temperature (5 samplings of 5), where with the sentence it
+        # continues Whisper writes them at once. Nothing passes between windows.
+        previous = [
+            [token for piece, _ in item.pieces for token in piece["tokens"] if token < self.tokenizer(language).eot]
+            for item, language in zip(batch, languages, strict=True)
+        ]
+        decoded = self._generate(features, encoder_output, languages, previous)
 
         for one, result, language in zip(passes, decoded, languages, strict=True):
             if not result.is_silence():
@@ -501,15 +518,20 @@ class _BatchDecoder:
             item.seek = seek
         return batch
 
-    def _generate(self, features: np.ndarray, encoder_output: Any, languages: list[str]) -> list[_Decoded]:
-        """Each decoding at the first temperature, those that fail it again one step hotter."""
+    def _generate(
+        self, features: np.ndarray, encoder_output: Any, languages: list[str], previous: list[list[int]]
+    ) -> list[_Decoded]:
+        """Each decoding at the first temperature, those that fail it again one step hotter.
+
+        ``previous``: each decoding's prompt text (:meth:`prompt`). CTranslate2 decodes a
+        batch together only where the start sequence is at the same place in every
+        prompt, so decodings with a prompt text of another length go in a call of their own.
+        """
         model = self.model
         chosen: list[_Decoded | None] = [None] * len(languages)
         tried: list[list[_Decoded]] = [[] for _ in languages]
         pending = list(range(len(languages)))
-        for step, temperature in enumerate(self.temperatures):
-            # The batch's encoder output the first time, then the part of it for the few decoded again.
-            output = encoder_output if step == 0 else self._part(features, encoder_output, pending)
+        for temperature in self.temperatures:
             if temperature > 0:
                 options: dict[str, Any] = {
                     "beam_size": 1,
@@ -519,19 +541,29 @@ class _BatchDecoder:
                 }
             else:
                 options = {"beam_size": self.beam_size, "patience": PATIENCE}
-            results = model.model.generate(
-                output,
-                [self.prompt(languages[index]) for index in pending],
-                length_penalty=LENGTH_PENALTY,
-                max_length=model.max_length,
-                return_scores=True,
-                return_no_speech_prob=True,
-                suppress_blank=True,
-                suppress_tokens=self.suppress_tokens,
-                **options,
-            )
+            prompts = {index: self.prompt(languages[index], previous[index]) for index in pending}
+            calls: dict[int, list[int]] = {}  # where the start sequence is: the decodings
+            for index in pending:
+                calls.setdefault(prompts[index].index(self.tokenizer(languages[index]).sot), []).append(index)
+            results: dict[int, Any] = {}
+            for indexes in calls.values():
+                # The whole batch's encoder output where all of it is decoded, else its part.
+                output = self._part(features, encoder_output, indexes)
+                generated = model.model.generate(
+                    output,
+                    [prompts[index] for index in indexes],
+                    length_penalty=LENGTH_PENALTY,
+                    max_length=model.max_length,
+                    return_scores=True,
+                    return_no_speech_prob=True,
+                    suppress_blank=True,
+                    suppress_tokens=self.suppress_tokens,
+                    **options,
+                )
+                results.update(zip(indexes, generated, strict=True))
             still_pending = []
-            for index, result in zip(pending, results, strict=True):
+            for index in pending:
+                result = results[index]
                 tokens = list(result.sequences_ids[0])
                 # faster-whisper's way back from the length-penalised score to the mean log-prob.
                 avg_logprob = result.scores[0] * (len(tokens) ** LENGTH_PENALTY) / (len(tokens) + 1)
