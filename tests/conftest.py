@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import cache
+from kombu import pools
 from rest_framework.test import APIClient
 
 from accounts import services as account_services
@@ -57,6 +58,18 @@ def _eager_celery() -> Iterator[None]:
     celery_app.conf.CELERY_TASK_ALWAYS_EAGER = True
     yield
     celery_app.conf.CELERY_TASK_ALWAYS_EAGER = previous
+
+
+def forget_broker_connections() -> None:
+    """Make Celery build its broker connections and queue declarations again from its settings.
+
+    Celery caches them at first use. Its connection pool is also kombu's, kept by URL with a
+    producer pool over it: closing only Celery's would leave that producer pool on a closed
+    pool, and the next task sent to that URL fails ("Acquire on closed pool").
+    """
+    pools.reset()
+    celery_app._pool = None
+    celery_app.__dict__.pop("amqp", None)
 
 
 def make_user(username: str = "alice", password: str = PASSWORD, **extra: object) -> tuple[User, UserSession]:

@@ -35,7 +35,8 @@ from accounts.models import User
 from files.media import convert_to_wav
 from files.models import File
 from files.storage import storage_put
-from tests.transcriptions.e2e.conftest import Worker, _forget_connections, child_pids, database_url, wait_for
+from tests.conftest import forget_broker_connections
+from tests.transcriptions.e2e.conftest import Worker, child_pids, database_url, wait_for
 from transcriptions.engine import install_bundled_models
 from transcriptions.models import Transcription
 from whisper_site.celery import app as celery_app
@@ -222,7 +223,7 @@ def stack_for(
         celery_app.conf.CELERY_BROKER_URL = broker_url
         celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
         celery_app.conf.CELERY_TASK_ALWAYS_EAGER = False
-        _forget_connections()
+        forget_broker_connections()
         cache.clear()
         return stack
 
@@ -234,7 +235,7 @@ def stack_for(
                 worker.stop()
         for key, value in previous.items():
             setattr(celery_app.conf, key, value)
-        _forget_connections()
+        forget_broker_connections()
 
 
 # --- Files and jobs ------------------------------------------------------------------

