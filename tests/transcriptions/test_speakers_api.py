@@ -1,0 +1,157 @@
+"""Speakers through POST /transcribe and the OpenAI-compatible route: options, price, refunds, results."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import transaction
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from files.media import convert_to_wav
+from tests.transcriptions.conftest import DATA_DIR, MakeFile, Run
+from transcriptions.models import Transcription, TranscriptionUnit
+from transcriptions.services import job_cost, runs
+
+pytestmark = pytest.mark.django_db
+
+REFERENCE = json.loads((DATA_DIR / "speakers.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def speakers_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/data/speakers.opus (four voices taking turns, 47.5 s) as the WAV the files app stores."""
+    path = tmp_path_factory.mktemp("wav") / "speakers.wav"
+    convert_to_wav(DATA_DIR / "speakers.opus", path)
+    return path
+
+
+def balance(user: User) -> int:
+    return User.objects.values_list("token_balance", flat=True).get(pk=user.pk)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"diarize": "maybe"}, "Invalid diarize: must be true or false"),
+        ({"diarize": True, "speakers": 0}, "Invalid speakers: 0. Must be from 1 to 20"),
+        ({"diarize": True, "speakers": 21}, "Invalid speakers: 21. Must be from 1 to 20"),
+        ({"diarize": True, "speakers": -3}, "Invalid speakers: -3. Must be from 1 to 20"),
+        ({"diarize": True, "speakers": "2"}, "Invalid speakers: must be a whole number from 1 to 20"),
+        ({"diarize": True, "speakers": 2.5}, "Invalid speakers: must be a whole number from 1 to 20"),
+        ({"diarize": True, "speakers": True}, "Invalid speakers: must be a whole number from 1 to 20"),
+        ({"speakers": 2}, "Invalid speakers: only with diarize: true"),
+        ({"diarize": False, "speakers": 2}, "Invalid speakers: only with diarize: true"),
+    ],
+)
+def test_bad_speaker_options_are_plain_400s_and_store_nothing(
+    user: User, make_ready_file: MakeFile, queue: Run, body: dict[str, Any], message: str
+) -> None:
+    file = make_ready_file(user)
+    response = queue({"uuid": file.id.hex, **body})
+    assert (response.status_code, response["Content-Type"], response.content.decode()) == (
+        400,
+        "text/plain; charset=utf-8",
+        message,
+    )
+    assert not Transcription.objects.exists()
+    assert balance(user) == 1000
+
+
+def test_the_price_of_speakers_is_the_job_cost_times_the_factor_rounded_up(settings: Any) -> None:
+    assert job_cost(duration=11.0, price_multiplier=Decimal("1.0"), diarize=True) == 17  # ceil(11 x 1.5)
+    assert job_cost(duration=10.2, price_multiplier=Decimal("0.7"), diarize=True) == 12  # ceil(ceil(11 x 0.7) x 1.5)
+    assert job_cost(duration=11.0, price_multiplier=Decimal("1.0")) == 11
+    settings.DIARIZATION_PRICE_FACTOR = 2.0
+    assert job_cost(duration=11.0, price_multiplier=Decimal("1.0"), diarize=True) == 22
+
+
+def test_one_known_speaker_needs_no_model_and_costs_the_factor(
+    user: User, make_ready_file: MakeFile, queue: Run, anon: APIClient
+) -> None:
+    file = make_ready_file(user)
+    response = queue(
+        {
+            "uuid": file.id.hex,
+            "format": ["verbose_json", "srt"],
+            "diarize": True,
+            "speakers": 1,
+            "word_timestamps": True,
+        }
+    )
+    assert response.status_code == 200, response.content
+    jobs = list(Transcription.objects.order_by("created_at"))
+    assert {(job.diarize, job.speakers, job.status, job.cost) for job in jobs} == {(True, 1, "completed", 17)}
+    assert balance(user) == 1000 - 2 * 17
+    assert not TranscriptionUnit.objects.filter(kind=TranscriptionUnit.Kind.SPEAKERS).exists()
+    verbose = anon.get(f"/api/v1/transcribe/{jobs[0].id.hex}").json()["data"]
+    assert {segment["speaker"] for segment in verbose["segments"]} == {"SPEAKER_00"}
+    assert {word["speaker"] for segment in verbose["segments"] for word in segment["words"]} == {"SPEAKER_00"}
+    srt = anon.get(f"/api/v1/transcribe/{jobs[1].id.hex}").json()["data"]["text"]
+    assert all(block.split("\n")[2].startswith("[SPEAKER_00] ") for block in srt.split("\n\n"))
+
+
+def test_a_failed_diarized_job_is_refunded_what_it_was_charged(user: User, make_ready_file: MakeFile) -> None:
+    file = make_ready_file(user)
+    job = Transcription.objects.create(
+        owner=user, file=file, model="ggml-tiny.en", language="en", format="verbose_json", diarize=True
+    )
+    with transaction.atomic():
+        (claimed,) = runs.claim_and_charge(batch_id=job.batch_id, claim_token="task-1", file=file)
+    assert claimed.cost == 17 and balance(user) == 983
+    assert runs.transcription_batch_fail(batch_id=job.batch_id, claim_token="task-1", error="boom") == 1
+    job.refresh_from_db()
+    assert (job.status, job.cost, balance(user)) == ("failed", 0, 1000)
+
+
+def test_a_lost_wav_fails_a_diarized_job_readably_and_refunds(
+    user: User, make_ready_file: MakeFile, queue: Run
+) -> None:
+    from django.core.files.storage import default_storage
+
+    file = make_ready_file(user)
+    default_storage.delete(file.wav_name)
+    queue({"uuid": file.id.hex, "diarize": True})
+    job = Transcription.objects.get()
+    assert (job.status, job.error, job.cost) == (
+        "failed",
+        "Transcription failed: the file's audio is missing from storage",
+        0,
+    )
+    assert balance(user) == 1000
+
+
+def test_four_voices_are_labelled_across_the_units_of_a_long_file(
+    user: User, make_ready_file: MakeFile, queue: Run, anon: APIClient, speakers_wav: Path, settings: Any
+) -> None:
+    # Units of at most 20 s of speech: the 47.5 s clip is decoded in three, its speakers found once.
+    settings.TRANSCRIPTION_UNIT_SECONDS = 20.0
+    file = make_ready_file(user, wav=speakers_wav, duration=REFERENCE["duration"])
+    response = queue({"uuid": file.id.hex, "format": ["verbose_json", "vtt"], "diarize": True})
+    assert response.status_code == 200, response.content
+    verbose_job, vtt_job = Transcription.objects.order_by("created_at")
+    units = list(TranscriptionUnit.objects.filter(batch_id=verbose_job.batch_id).order_by("index"))
+    kinds = [unit.kind for unit in units]
+    assert kinds.count("transcribe") >= 2 and kinds[-1] == "speakers" and kinds.count("speakers") == 1
+    body = anon.get(f"/api/v1/transcribe/{verbose_job.id.hex}").json()
+    assert (body["status"], verbose_job.cost) == ("completed", 72)  # ceil(48 x 1.5)
+    segments = body["data"]["segments"]
+    assert "words" not in segments[0]  # word timestamps were only used to split
+    # Named in order of first appearance, four of them; each reference turn's segments one speaker's.
+    names = list(dict.fromkeys(segment["speaker"] for segment in segments))
+    assert names == [f"SPEAKER_{n:02d}" for n in range(4)]
+    person_of: dict[str, set[str]] = {}
+    for turn in REFERENCE["turns"]:
+        inside = [s for s in segments if turn["start"] - 0.3 <= (s["start"] + s["end"]) / 2 <= turn["end"] + 0.3]
+        for segment in inside:
+            person_of.setdefault(turn["speaker"], set()).add(segment["speaker"])
+    wrong = sum(len(labels) - 1 for labels in person_of.values())
+    assert wrong <= 1 and len(person_of) == 4, person_of
+    vtt = anon.get(f"/api/v1/transcribe/{vtt_job.id.hex}").json()["data"]["text"]
+    assert {line.split(">")[0] + ">" for line in vtt.split("\n") if line.startswith("<v ")} == {
+        f"<v {name}>" for name in names
+    }
