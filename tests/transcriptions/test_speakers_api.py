@@ -155,3 +155,68 @@ def test_four_voices_are_labelled_across_the_units_of_a_long_file(
     assert {line.split(">")[0] + ">" for line in vtt.split("\n") if line.startswith("<v ")} == {
         f"<v {name}>" for name in names
     }
+
+
+# --- The OpenAI-compatible route -------------------------------------------------------------
+
+
+def openai_client(user: User) -> APIClient:
+    from accounts import services as account_services
+
+    _, key = account_services.api_key_create(user=user, name="openai")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+def openai_post(client: APIClient, path: str, **fields: Any) -> Any:
+    with (DATA_DIR / "jfk.flac").open("rb") as audio:
+        return client.post(path, {"file": audio, "model": "whisper-1", **fields}, format="multipart")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_diarized_json_answers_as_openais_diarizing_model(installed_models: Path) -> None:
+    from tests.conftest import make_user
+
+    user, _ = make_user("diarized")
+    client = openai_client(user)
+    response = openai_post(client, "/api/v1/audio/transcriptions", response_format="diarized_json")
+    assert (response.status_code, response["Content-Type"]) == (200, "application/json"), response.content
+    body = response.json()
+    assert set(body) == {"task", "duration", "text", "segments"}
+    assert (body["task"], body["duration"]) == ("transcribe", 11.0)
+    assert body["segments"] and [s["id"] for s in body["segments"]] == [
+        f"seg_{n}" for n in range(len(body["segments"]))
+    ]
+    for segment in body["segments"]:
+        assert set(segment) == {"type", "id", "start", "end", "text", "speaker"}
+        assert segment["type"] == "transcript.text.segment" and segment["speaker"] == "A"  # one voice: A
+    assert " ".join(s["text"] for s in body["segments"]).split() == body["text"].split()
+    job = Transcription.objects.get(owner=user)
+    assert (job.format, job.diarize, job.word_timestamps, job.cost) == ("verbose_json", True, False, 17)
+    assert balance(user) == 1000 - 17
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "fields", "message"),
+    [
+        (
+            "/api/v1/audio/transcriptions",
+            {"response_format": "diarized_json", "timestamp_granularities[]": "word"},
+            "response_format must be verbose_json when timestamp_granularities[] is given",
+        ),
+        (
+            "/api/v1/audio/translations",
+            {"response_format": "diarized_json"},
+            "Invalid response_format: diarized_json. Must be one of: json, text, srt, verbose_json, vtt",
+        ),
+    ],
+)
+def test_diarized_json_is_for_transcriptions_without_granularities(
+    user: User, installed_models: Path, path: str, fields: dict[str, Any], message: str
+) -> None:
+    response = openai_post(openai_client(user), path, **fields)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["message"] == message
+    assert not Transcription.objects.exists()
