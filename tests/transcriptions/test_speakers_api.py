@@ -220,3 +220,71 @@ def test_diarized_json_is_for_transcriptions_without_granularities(
     assert response.status_code == 400, response.content
     assert response.json()["error"]["message"] == message
     assert not Transcription.objects.exists()
+
+
+# --- Recovery of the speakers unit -------------------------------------------------------------
+
+
+def diarized_batch_with_lost_speakers(user: User, make_ready_file: MakeFile, queue: Run, *, attempts: int) -> Any:
+    """A diarized jfk.flac batch whose speakers unit's worker died mid-run ``attempts`` claims ago."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    file = make_ready_file(user)
+    assert queue({"uuid": file.id.hex, "diarize": True, "speakers": 2}).status_code == 200
+    job = Transcription.objects.get()
+    assert job.status == "completed"
+    # As it was before the speakers were stored: the jobs processing, the unit held by a dead task.
+    Transcription.objects.update(status="processing", data=None, progress=0.5)
+    TranscriptionUnit.objects.filter(kind="speakers").update(
+        status="processing",
+        claim_token="dead-task",
+        result=None,
+        attempts=attempts,
+        claimed_at=timezone.now() - dt.timedelta(days=1),
+    )
+    return job
+
+
+def test_a_speakers_unit_whose_worker_died_is_sent_again_and_completes_the_batch(
+    user: User, make_ready_file: MakeFile, queue: Run, anon: APIClient, django_capture_on_commit_callbacks: Any
+) -> None:
+    from transcriptions.services import transcription_units_requeue_stuck
+
+    job = diarized_batch_with_lost_speakers(user, make_ready_file, queue, attempts=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        # Its own message, sent again (eager: run at once, by a new task).
+        assert transcription_units_requeue_stuck(older_than=600) == 1
+    unit = TranscriptionUnit.objects.get(kind="speakers")
+    assert (unit.status, unit.attempts) == ("done", 2) and unit.claim_token != "dead-task"
+    body = anon.get(f"/api/v1/transcribe/{job.id.hex}").json()
+    assert body["status"] == "completed"
+    assert {segment["speaker"] for segment in body["data"]["segments"]} <= {"SPEAKER_00", "SPEAKER_01"}
+    assert balance(user) == 1000 - 17  # charged once
+
+
+def test_a_speakers_unit_lost_too_often_fails_its_batch_refunded(
+    user: User, make_ready_file: MakeFile, queue: Run, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    from transcriptions.services import transcription_units_requeue_stuck
+
+    job = diarized_batch_with_lost_speakers(user, make_ready_file, queue, attempts=settings.TRANSCRIPTION_MAX_ATTEMPTS)
+    with django_capture_on_commit_callbacks(execute=True):
+        transcription_units_requeue_stuck(older_than=600)
+    job.refresh_from_db()
+    assert (job.status, job.cost) == ("failed", 0)
+    assert job.error == "Transcription failed after 3 attempts: the worker stopped before it finished"
+    assert balance(user) == 1000
+    assert not TranscriptionUnit.objects.exists()
+
+
+def test_a_speakers_unit_of_cancelled_jobs_is_dropped_unrun(user: User, make_ready_file: MakeFile, queue: Run) -> None:
+    from transcriptions.services import transcription_speakers_run
+
+    diarized_batch_with_lost_speakers(user, make_ready_file, queue, attempts=1)
+    Transcription.objects.update(status="cancelled", cost=0)
+    unit = TranscriptionUnit.objects.get(kind="speakers")
+    TranscriptionUnit.objects.filter(id=unit.id).update(status="pending", claim_token="")
+    assert transcription_speakers_run(unit_id=unit.id, claim_token="task-2") is False
+    assert not TranscriptionUnit.objects.exists()
