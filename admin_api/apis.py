@@ -1,7 +1,8 @@
-"""Admin endpoints: ``GET /admin/users`` and ``PATCH /admin/users/:uuid``.
+"""Admin endpoints: ``GET /admin/users``, ``PATCH /admin/users/:uuid`` and ``GET /admin/metrics``.
 
-Each action reads its input through an input serializer, calls one accounts
-selector or service and answers with an output serializer.
+Each users action reads its input through an input serializer, calls one accounts
+selector or service and answers with an output serializer; the metrics answer is
+prometheus_client's text, from :class:`admin_api.metrics.ServiceCollector`.
 """
 
 from __future__ import annotations
@@ -10,17 +11,29 @@ import math
 from decimal import Decimal
 from typing import Any
 
+from django.http import HttpResponse
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, extend_schema_serializer
-from rest_framework import serializers, viewsets
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from rest_framework import renderers, serializers, viewsets
 from rest_framework.fields import empty
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.models import User
+from admin_api.metrics import ServiceCollector
 from admin_api.permissions import IsAdmin
 from whisper_site.api_fields import BODY_ERRORS, ConstantField, HexIdField, TimestampField, validated_body
 from whisper_site.identifiers import parse_uuid
@@ -295,3 +308,71 @@ class AdminUserViewSet(viewsets.ViewSet):
         data = validated_body(AdminUserUpdateInputSerializer, request)
         user, updated = services.balance_set(user_id=user_id, **data)
         return Response(AdminUserUpdateOutputSerializer({"updated_fields": updated, "user": user}).data)
+
+
+# --- GET /admin/metrics ---------------------------------------------------------------
+
+
+class PrometheusTextRenderer(renderers.BaseRenderer):
+    """Prometheus's text exposition format (version 0.0.4), already encoded by prometheus_client."""
+
+    media_type = "text/plain"
+    format = "prometheus"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return data
+
+
+class OnlyRepresentation(BaseContentNegotiation):
+    """The view's one renderer whatever ``Accept`` says: scrapers ask for several formats."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class AdminMetricsView(APIView):
+    """``GET /admin/metrics``: the service's figures for Prometheus, derived from the database."""
+
+    permission_classes = [IsAdmin]
+    renderer_classes = [PrometheusTextRenderer]
+    content_negotiation_class = OnlyRepresentation
+
+    @extend_schema(
+        operation_id="admin_metrics",
+        summary="Service metrics for Prometheus",
+        description=(
+            "Prometheus text format (0.0.4): jobs by status and model, queue depth per queue, job "
+            "duration and real-time factor per model (gauge histograms), failures by reason, uploads "
+            "and their bytes, webhook deliveries by outcome. Figures are read from the database at "
+            "each request, so they cover every worker on every host; finished work counts over "
+            "`METRICS_WINDOW_SECONDS`."
+        ),
+        tags=["admin"],
+        responses={
+            (200, PrometheusTextRenderer.media_type): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="Prometheus text exposition format.",
+                examples=[
+                    OpenApiExample(
+                        "Metrics",
+                        value=(
+                            "# HELP whisper_transcription_jobs Jobs by status and model.\n"
+                            "# TYPE whisper_transcription_jobs gauge\n"
+                            'whisper_transcription_jobs{model="ggml-tiny.en",status="completed"} 12.0\n'
+                        ),
+                        response_only=True,
+                        status_codes=["200"],
+                    )
+                ],
+            ),
+            **plain_text_errors(*AUTH_ERRORS, *ADMIN_ERRORS),
+        },
+    )
+    def get(self, request: Request) -> HttpResponse:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(ServiceCollector())
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from admin_api import apis
@@ -12,4 +13,7 @@ router = SimpleRouter(trailing_slash=False)
 router.trailing_slash = "/?"
 router.register("admin/users", apis.AdminUserViewSet, basename="admin-users")
 
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    re_path(r"^admin/metrics/?$", apis.AdminMetricsView.as_view(), name="admin-metrics"),
+]

@@ -1,5 +1,6 @@
 #!/bin/sh
 # Entrypoint of the Whisper API image. The first argument is the role:
+#   migrate    migrate the database, then exit (compose runs it before the others)
 #   web        migrate, install the bundled models, serve the API with gunicorn
 #   worker     install the bundled models, run a Celery worker (WORKER_QUEUES: -Q)
 #              for transcriptions
@@ -22,12 +23,15 @@ role="${1:-web}"
 [ "$#" -gt 0 ] && shift
 
 case "$role" in
+    migrate)
+        exec python manage.py migrate --noinput "$@"
+        ;;
     web)
         # The address gunicorn listens on, exported for the settings: off
         # loopback they refuse to start (migrate included) without SECRET_KEY.
         export BIND_HOST="${BIND_HOST:-0.0.0.0}"
-        # Only the web role migrates: workers start once it is healthy, and
-        # workers on other hosts never race it for the schema.
+        # Workers never migrate (those on other hosts never race it for the
+        # schema). Under compose the migrate service has done it: nothing to do.
         python manage.py migrate --noinput
         install_models
         # The configuration file is the one `manage.py serve` uses too (its

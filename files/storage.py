@@ -14,6 +14,7 @@ keep large files cheap without breaking that rule:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from typing import Any
 from django.conf import settings
 from django.core.files import File as DjangoFile
 from django.core.files.storage import default_storage
+
+logger = logging.getLogger(__name__)
 
 # Reads of stored objects (downloads, copies to a worker's disk).
 READ_CHUNK_BYTES = 1024 * 1024
@@ -75,10 +78,22 @@ def storage_put(*, name: str, path: Path) -> str:
 
 
 def storage_put_upload(*, name: str, upload: Any) -> str:
-    """Store an uploaded file (a temporary file on this machine) under ``name``."""
+    """Store an uploaded file (a temporary file on this machine) under ``name``.
+
+    A store that fails part way (a full disk: ``FileSystemStorage`` copies across file
+    systems and leaves what it wrote) deletes what it left under ``name`` before the
+    error goes on: nothing half-stored stays behind.
+    """
     if default_storage.exists(name):
         default_storage.delete(name)
-    return default_storage.save(name, upload)
+    try:
+        return default_storage.save(name, upload)
+    except BaseException:
+        try:
+            default_storage.delete(name)
+        except Exception:  # noqa: BLE001 (the store's own error is the one to report)
+            logger.warning("Could not delete the partly stored %s", name, exc_info=True)
+        raise
 
 
 def storage_delete(names: list[str]) -> None:

@@ -154,6 +154,11 @@ class TranscriptionUnit(models.Model):
     windows = models.JSONField(null=True, blank=True)
     # The worker process that claimed it last ("host:pid"), for operators.
     worker = models.CharField(max_length=255, blank=True, default="")
+    # When that worker last said it is still on it (at the claim, then every
+    # TRANSCRIPTION_HEARTBEAT_SECONDS while it decodes): the recovery puts back a unit not
+    # heard of for TRANSCRIPTION_LOST_AFTER_SECONDS, whose worker is gone (machine lost,
+    # whole worker killed), without waiting for its time limit.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     # The batch's oldest job's creation: within a user, the oldest job is served first.
     created_at = models.DateTimeField(default=timezone.now)
 

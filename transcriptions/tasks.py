@@ -9,19 +9,22 @@ from django.conf import settings
 
 from files.services import file_requeue_stuck
 from transcriptions import services
+from whisper_site.celery import DATABASE_RETRY
 
 
 # acks_late + reject_on_worker_lost: a message is only acknowledged once the batch is
 # finished, and a pool process killed mid-run (SIGKILL, out of memory) puts the message back
 # at once, so the batch is retaken by the same task id (see services: claims). Safe because
 # running a batch twice is harmless. The time limits are set per message from the audio's
-# duration (services.time_limits).
+# duration (services.time_limits). A database connection lost mid-run sends the task again
+# under the same id (DATABASE_RETRY), which retakes what it held in the same way.
 @shared_task(
     name="transcriptions.run_batch",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    **DATABASE_RETRY,
 )
 def transcription_run_batch_task(self: Task, batch_id: str) -> None:
     """Transcribe one batch (all formats of one request) under this task's id as claim token."""
@@ -30,13 +33,15 @@ def transcription_run_batch_task(self: Task, batch_id: str) -> None:
 
 # "There is work": claims the next unit of a long batch in the fair order, whatever batch it
 # belongs to (services.units). acks_late + reject_on_worker_lost as above: a redelivery
-# keeps the task id, and so retakes the unit its killed worker held.
+# keeps the task id, and so retakes the unit its killed worker held; so does a retry after
+# a lost database connection.
 @shared_task(
     name="transcriptions.run_unit",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    **DATABASE_RETRY,
 )
 def transcription_run_unit_task(self: Task) -> None:
     """Decode the next unit in the fair order under this task's id as claim token."""
@@ -44,13 +49,15 @@ def transcription_run_unit_task(self: Task) -> None:
 
 
 # The speaker turns of one diarized batch's file (services.units, "Speakers"): its own
-# message, timed for the whole file. acks_late + reject_on_worker_lost as above.
+# message, timed for the whole file. acks_late + reject_on_worker_lost and DATABASE_RETRY
+# as above: the same task id retakes the speakers unit it held.
 @shared_task(
     name="transcriptions.run_speakers",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    **DATABASE_RETRY,
 )
 def transcription_speakers_task(self: Task, unit_id: str) -> None:
     """Find the speakers of one batch's file under this task's id as claim token."""

@@ -7,12 +7,17 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init
+from django.db import InterfaceError, OperationalError
+
+from health.worker import WorkerHeartbeatStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whisper_site.settings")
 
 app = Celery("whisper_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Every worker records a heartbeat in the database while it consumes (health.worker).
+app.steps["consumer"].add(WorkerHeartbeatStep)
 
 # The queues the worker this process belongs to consumes: recorded by the worker's main
 # process at worker_init (once -Q is applied, before the pool forks) and inherited by its
@@ -58,3 +63,19 @@ def task_time_limits(*, soft: float) -> tuple[int, int]:
     ceiling = visibility - VISIBILITY_MARGIN_SECONDS - HARD_LIMIT_EXTRA_SECONDS
     capped = max(1, min(int(soft), ceiling))
     return capped, capped + HARD_LIMIT_EXTRA_SECONDS
+
+
+# A database connection lost in the middle of a task (the server restarted or failed over,
+# an operator's pg_terminate_backend, a network cut). Django reconnects only between
+# tasks: Celery's Django fixup closes a broken connection before the next one starts.
+DATABASE_CONNECTION_ERRORS = (OperationalError, InterfaceError)
+# For tasks that are safe to run twice (their claims are conditional UPDATEs): on such an
+# error the task is sent again under the same id, so it keeps its claims, after 1, 2, 4,
+# 8, 16 s; a sixth loss in a row ends it (the recovery then finds what it held).
+DATABASE_RETRY: dict[str, Any] = {
+    "autoretry_for": DATABASE_CONNECTION_ERRORS,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": False,
+    "max_retries": 5,
+}

@@ -8,6 +8,7 @@ reaches DRF (unknown paths, oversized bodies, crashes).
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -27,6 +28,22 @@ class ApplicationError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+# A disk (the upload spool, the media folder, a worker's scratch folder) or a quota full:
+# 507 Insufficient Storage, the client may try again later. Nothing of the request is kept.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+INSUFFICIENT_STORAGE_MESSAGE = "Insufficient storage"
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says that a disk or a quota is full."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
+
+
+def insufficient_storage_error() -> ApplicationError:
+    """The 507 of a request whose bytes did not fit on the server's disk."""
+    return ApplicationError(INSUFFICIENT_STORAGE_MESSAGE, 507)
 
 
 def plain_text_response(message: str, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
@@ -71,6 +88,10 @@ def plain_text_exception_handler(exc: Exception, context: dict[str, Any]) -> Htt
     if isinstance(exc, RequestDataTooBig):
         set_rollback()
         return plain_text_response("Request body too large", 413)
+    if is_no_space(exc):
+        set_rollback()
+        logger.error("Request refused: %s", exc)
+        return plain_text_response(INSUFFICIENT_STORAGE_MESSAGE, 507)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found")
     elif isinstance(exc, PermissionDenied):
@@ -145,6 +166,9 @@ class PlainTextErrorMiddleware:
             return error_response_for(request, "Request body too large", 413)
         if isinstance(exception, (SuspiciousOperation, BadRequest)):
             return error_response_for(request, "Malformed request", 400)
+        if is_no_space(exception):
+            logger.error("Request refused: %s", exception)
+            return error_response_for(request, INSUFFICIENT_STORAGE_MESSAGE, 507)
         return None
 
 

@@ -376,7 +376,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+    # Plain HTTP inside the deployment: the containers' and load balancers' health checks,
+    # and Prometheus scraping the web service directly (docker-compose.yml, profile
+    # metrics). A redirect would not protect its API key: the key is in the request the
+    # redirect answers.
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^api/v1/health/ready$", r"^api/v1/admin/metrics/?$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
@@ -434,6 +438,17 @@ TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS = env_int("TRANSCRIPTION_FAIRNESS_WINDOW_S
 # again once its last message is TRANSCRIPTION_RECOVERY_AFTER_SECONDS old.
 TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS = env_int("TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS", 300, minimum=10)
 TRANSCRIPTION_RECOVERY_AFTER_SECONDS = env_int("TRANSCRIPTION_RECOVERY_AFTER_SECONDS", 600, minimum=0)
+# A worker decoding a unit records that it is alive every TRANSCRIPTION_HEARTBEAT_SECONDS;
+# a unit not heard of for TRANSCRIPTION_LOST_AFTER_SECONDS lost its worker (a machine or a
+# whole worker gone: nothing redelivers its message before CELERY_VISIBILITY_TIMEOUT) and
+# the recovery puts it back for another worker.
+TRANSCRIPTION_HEARTBEAT_SECONDS = env_float("TRANSCRIPTION_HEARTBEAT_SECONDS", 15.0, minimum=0.1)
+TRANSCRIPTION_LOST_AFTER_SECONDS = env_float("TRANSCRIPTION_LOST_AFTER_SECONDS", 120.0, minimum=1.0)
+if TRANSCRIPTION_LOST_AFTER_SECONDS < 3 * TRANSCRIPTION_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "TRANSCRIPTION_LOST_AFTER_SECONDS must be at least 3 x TRANSCRIPTION_HEARTBEAT_SECONDS, got "
+        f"{TRANSCRIPTION_LOST_AFTER_SECONDS:g} and {TRANSCRIPTION_HEARTBEAT_SECONDS:g}"
+    )
 # How long a request to the OpenAI-compatible routes (POST /audio/transcriptions and
 # /audio/translations) waits for its job before it answers 504, naming the job, which goes
 # on. Under the compose file's nginx (proxy_read_timeout 120 s, deploy/nginx.conf.template)
@@ -507,3 +522,21 @@ CELERY_BEAT_SCHEDULE["webhooks-requeue-due"] = {
     # On the default queue, as the transcriptions' recovery: quick database work.
     "options": {"expires": float(WEBHOOK_RECOVERY_INTERVAL_SECONDS)},
 }
+
+# --- Metrics (admin_api; docs/admin.md, "Metrics") ---------------------------------
+# GET /admin/metrics derives its figures from the database at scrape time. Finished
+# jobs, uploads and webhook deliveries count over this window (by creation time);
+# pending and processing jobs and pending deliveries count whatever their age.
+METRICS_WINDOW_SECONDS = env_int("METRICS_WINDOW_SECONDS", 3600, minimum=60)
+
+# --- Readiness and worker heartbeats (health; docs/production.md, "Readiness") ------
+# GET /api/v1/health/ready answers 200 when the database and the broker answer within
+# READINESS_TIMEOUT_SECONDS and each queue the service sends work to has a live consumer:
+# a worker consuming it whose heartbeat (a database row, renewed every
+# WORKER_HEARTBEAT_INTERVAL_SECONDS) is at most WORKER_HEARTBEAT_STALE_SECONDS old.
+INSTALLED_APPS.append("health")
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env_float("WORKER_HEARTBEAT_INTERVAL_SECONDS", 5.0, minimum=0.1)
+WORKER_HEARTBEAT_STALE_SECONDS = env_float("WORKER_HEARTBEAT_STALE_SECONDS", 30.0, minimum=1.0)
+if WORKER_HEARTBEAT_STALE_SECONDS <= WORKER_HEARTBEAT_INTERVAL_SECONDS:
+    raise ImproperlyConfigured("WORKER_HEARTBEAT_STALE_SECONDS must be longer than WORKER_HEARTBEAT_INTERVAL_SECONDS")
+READINESS_TIMEOUT_SECONDS = env_float("READINESS_TIMEOUT_SECONDS", 2.0, minimum=0.1)

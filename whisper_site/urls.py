@@ -13,6 +13,7 @@ api_patterns = [
     path("", include("transcriptions.urls")),
     path("", include("admin_api.urls")),
     path("", include("webhooks.urls")),
+    path("", include("health.urls")),
     # The OpenAPI document of the whole API and its interactive page. Public, like
     # the reference itself: no credentials are read, so a stale Authorization
     # header in a browser never turns the docs into a 401.

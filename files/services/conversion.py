@@ -42,7 +42,8 @@ from files.storage import (
     storage_put,
     worker_temp_dir,
 )
-from whisper_site.celery import task_time_limits
+from whisper_site.celery import DATABASE_CONNECTION_ERRORS, task_time_limits
+from whisper_site.errors import INSUFFICIENT_STORAGE_MESSAGE, NO_SPACE_ERRNOS
 from whisper_site.logs import job_log_context
 
 logger = logging.getLogger(__name__)
@@ -351,6 +352,17 @@ def _conversion(file: File) -> Iterator[_Conversion]:
             conversion.fail("Conversion failed: the uploaded file is missing from storage")
         except media.ConversionError as exc:
             conversion.fail(f"Conversion failed: {exc.message}")
+        except DATABASE_CONNECTION_ERRORS:
+            # Not the file's fault, and failing it needs the database: the task runs again
+            # (files.tasks), over what this run stored under the same names.
+            raise
+        except OSError as exc:
+            if exc.errno not in NO_SPACE_ERRNOS:
+                conversion.fail(f"Conversion failed: {type(exc).__name__}")
+                raise
+            # The worker's scratch folder or the media disk is full: the file fails with a
+            # reason its owner can read (and retries by uploading again).
+            conversion.fail(f"Conversion failed: {INSUFFICIENT_STORAGE_MESSAGE.lower()} on the server")
         except Exception as exc:
             # Celery's SoftTimeLimitExceeded lands here too (ffmpeg is
             # already killed), as does a storage that cannot take the outputs.

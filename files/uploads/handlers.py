@@ -23,7 +23,7 @@ from django.utils.datastructures import MultiValueDict
 
 from files.multipart import BodySource, BodyTimeout, GunicornSocketSource, MultipartReader, PartHeaders, StreamSource
 from files.uploads.writer import StreamedUpload, _PartWriter
-from whisper_site.errors import ApplicationError
+from whisper_site.errors import ApplicationError, insufficient_storage_error
 
 # The receive buffer, one per request: bigger means fewer trips through
 # Python per byte; past a few MiB nothing is gained (docs/files.md).
@@ -61,6 +61,8 @@ class HashingUploadHandler(FileUploadHandler):
         self.too_large_message = too_large_message
         self.parts: list[StreamedUpload] = []
         self._writer: _PartWriter | None = None
+        # A part found the disk full: the rest of the body is read and dropped, then 507.
+        self.no_space = False
 
     def handle_raw_input(
         self,
@@ -98,8 +100,10 @@ class HashingUploadHandler(FileUploadHandler):
             if headers is None:
                 reader.stream_body(None)
             elif headers.filename is not None:
-                if headers.filename and headers.name in self.field_names:
-                    files.appendlist(headers.name, self._receive_file(reader, headers))
+                if headers.filename and headers.name in self.field_names and not self.no_space:
+                    part = self._receive_file(reader, headers)
+                    if part is not None:
+                        files.appendlist(headers.name, part)
                 else:
                     # Not ours, or a browser's empty file input: dropped.
                     reader.stream_body(None)
@@ -121,8 +125,12 @@ class HashingUploadHandler(FileUploadHandler):
                 post.appendlist(headers.name, _decode(b"".join(chunks), headers.charset or encoding))
             more = reader.next_part()
         reader.finish()
+        if self.no_space:
+            # Read to the end, so that the client, still sending, gets the answer.
+            raise insufficient_storage_error()
 
-    def _receive_file(self, reader: MultipartReader, headers: PartHeaders) -> StreamedUpload:
+    def _receive_file(self, reader: MultipartReader, headers: PartHeaders) -> StreamedUpload | None:
+        """The part, streamed to a temporary file; None when the disk was full (``no_space``)."""
         if len(self.parts) >= self.max_files:
             raise ApplicationError(self.too_many_message, 400)
         writer = _PartWriter(limit=self.max_bytes)
@@ -144,6 +152,9 @@ class HashingUploadHandler(FileUploadHandler):
             raise
         finally:
             self._writer = None
+        if writer.no_space:
+            self.no_space = True
+            return None
         part = StreamedUpload(
             temp=writer.temp,
             name=headers.filename or "",

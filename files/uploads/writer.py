@@ -18,6 +18,8 @@ from blake3 import blake3
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
+from whisper_site.errors import insufficient_storage_error, is_no_space
+
 
 class StreamedUpload(UploadedFile):
     """One part of a request: its temporary file, size and BLAKE3 digest.
@@ -61,6 +63,10 @@ class StreamedUpload(UploadedFile):
 class _PartWriter:
     """Receives one part's bytes: hash and write while under the limit, drop after.
 
+    A disk that fills up (``ENOSPC``, a quota) ends the writing the same way: the
+    temporary file is deleted at once, the rest of the part is received and dropped,
+    and ``no_space`` tells the caller to answer 507 once the body is read.
+
     Hashing and writing run on a helper thread (both release the GIL) while
     the request thread receives the next bytes. The bytes cross over in a
     fixed set of ``POOL_BUFFERS`` buffers of ``POOL_BUFFER_BYTES``, reused,
@@ -74,6 +80,7 @@ class _PartWriter:
         self.limit = limit
         self.size = 0
         self.too_large = False
+        self.no_space = False
         self.hasher = blake3()
         os.makedirs(settings.FILE_UPLOAD_TEMP_DIR, exist_ok=True)
         # Unbuffered: writes are big chunks already. Lives past this call:
@@ -91,14 +98,15 @@ class _PartWriter:
 
     def __call__(self, view: memoryview) -> None:
         self.size += len(view)
-        if self.too_large:
+        if self.too_large or self.no_space:
             return
         if self.size > self.limit:
             self.refuse()
             return
         while view:
             if self._error is not None:
-                raise self._error
+                self._give_up_or_raise()
+                return
             if self._free.empty() and self._buffers < self.POOL_BUFFERS:
                 self._buffers += 1
                 self._free.put(memoryview(bytearray(self.POOL_BUFFER_BYTES)))
@@ -132,8 +140,18 @@ class _PartWriter:
         """Wait until every byte is hashed and written; the digest, ``None`` for a refused part."""
         self._stop()
         if self._error is not None:
-            raise self._error
-        return None if self.too_large else self.hasher.hexdigest()
+            self._give_up_or_raise()
+        return None if self.too_large or self.no_space else self.hasher.hexdigest()
+
+    def _give_up_or_raise(self) -> None:
+        # A full disk drops the part (the caller answers 507); any other error is raised.
+        error = self._error
+        assert error is not None
+        if not is_no_space(error):
+            raise error
+        self.no_space = True
+        self._error = None
+        self.discard()
 
     def refuse(self) -> None:
         self.too_large = True
@@ -156,12 +174,14 @@ def streamed_upload_from(upload: UploadedFile, *, limit: int, name: str) -> Stre
     try:
         for chunk in upload.chunks():
             writer(memoryview(chunk))
-            if writer.too_large:
+            if writer.too_large or writer.no_space:
                 break
         digest = writer.finish()
     except BaseException:
         writer.discard()
         raise
+    if writer.no_space:
+        raise insufficient_storage_error()
     return StreamedUpload(
         temp=writer.temp,
         name=name,

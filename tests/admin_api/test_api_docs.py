@@ -131,6 +131,12 @@ def test_every_operation_documents_success_and_plain_text_errors(schema: dict[st
                     schema_ref = error["content"]["application/json"]["schema"]
                     assert schema_ref == {"$ref": "#/components/schemas/OpenAIErrorOutput"}, where
                 continue
+            if (method, path) == ("get", "/api/v1/health/ready"):
+                # A readiness report, not an error: its 503 is the 200's JSON, failing checks named.
+                assert set(responses) == {"200", "503"}, where
+                schemas = {code: responses[code]["content"]["application/json"]["schema"] for code in ("200", "503")}
+                assert schemas["503"] == schemas["200"], where
+                continue
             for error in errors:
                 assert set(error["content"]) == {"text/plain"}, where
                 assert error["content"]["text/plain"]["schema"] == {"type": "string"}, where
@@ -159,6 +165,7 @@ def test_admin_operations_list_the_reference_errors(schema: dict[str, Any]) -> N
 
 def test_public_operations_need_no_credentials(schema: dict[str, Any]) -> None:
     assert schema["paths"]["/api/v1/health"]["get"]["security"] == []
+    assert schema["paths"]["/api/v1/health/ready"]["get"]["security"] == []
     assert schema["paths"]["/api/v1/user/login"]["post"]["security"] == []
     assert schema["paths"]["/api/v1/user/me"]["get"]["security"] == [{"apiKey": []}, {"sessionId": []}]
 
@@ -177,6 +184,10 @@ def test_account_responses_conform_to_the_schema(schema: dict[str, Any], anon: A
     checks: list[tuple[str, str, Any]] = []
     response = anon.get("/api/v1/health")
     checks.append(("get", "/api/v1/health", response.json()))
+    # No worker runs here: the readiness report is a 503, in the 200's shape.
+    response = anon.get("/api/v1/health/ready")
+    assert response.status_code == 503
+    checks.append(("get", "/api/v1/health/ready", response.json()))
     response = anon.post("/api/v1/user/register", {"username": "dora", "password": PASSWORD}, format="json")
     checks.append(("post", "/api/v1/user/register", response.json()))
     response = anon.post("/api/v1/user/login", {"username": "dora", "password": PASSWORD}, format="json")

@@ -106,6 +106,8 @@ def test_compose_has_the_services_of_a_deployment(compose: dict[str, Any]) -> No
     assert services["worker"]["command"] == ["worker"]
     assert services["converter"]["command"] == ["converter"]
     assert services["beat"]["command"] == ["beat"]
+    # A one-shot migration that the others wait for.
+    assert (services["migrate"]["command"], services["migrate"]["restart"]) == (["migrate"], "no")
 
 
 def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) -> None:
@@ -113,7 +115,8 @@ def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) 
     for name in ("postgres", "redis", "web", "worker", "converter", "worker-gpu", "minio"):
         test = services[name]["healthcheck"]["test"]
         assert test and test[0] in {"CMD", "CMD-SHELL"}, name
-    assert any("/api/v1/health" in part for part in services["web"]["healthcheck"]["test"])
+    # The web service is healthy once it is ready: database, broker and a live consumer of every queue.
+    assert any("/api/v1/health/ready" in part for part in services["web"]["healthcheck"]["test"])
     assert "inspect ping" in services["worker"]["healthcheck"]["test"][1]
     assert "inspect ping" in services["converter"]["healthcheck"]["test"][1]
 
@@ -125,8 +128,13 @@ def test_workers_scale(compose: dict[str, Any]) -> None:
     for name in ("worker", "converter"):
         worker = compose["services"][name]
         assert "ports" not in worker, name
-        assert worker["depends_on"]["web"]["condition"] == "service_healthy", name
         assert worker["depends_on"]["postgres"]["condition"] == "service_healthy", name
+    # Nothing waits for the web service's readiness that readiness waits for: every app
+    # service waits for the migration instead.
+    for name in (*APP_SERVICES, "webhooks"):
+        depends_on = compose["services"][name]["depends_on"]
+        assert depends_on["migrate"]["condition"] == "service_completed_successfully", name
+        assert "web" not in depends_on, name
 
 
 def test_conversions_have_workers_of_their_own_that_yield_the_cpu(compose: dict[str, Any]) -> None:
@@ -158,7 +166,7 @@ def test_settings_come_from_the_environment(compose: dict[str, Any]) -> None:
 
 def test_volumes_are_named_and_declared(compose: dict[str, Any]) -> None:
     declared = set(compose["volumes"])
-    assert {"data", "postgres", "redis", "minio"} <= declared
+    assert {"data", "postgres", "redis", "minio", "prometheus"} <= declared
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
@@ -182,6 +190,41 @@ def test_optional_services_sit_behind_profiles(compose: dict[str, Any]) -> None:
     for name in ("postgres", "redis", "minio"):
         for port in services[name]["ports"]:
             assert port.startswith("${PRIVATE_BIND_ADDRESS:-127.0.0.1}:"), name
+
+
+def test_prometheus_sits_behind_a_profile_and_scrapes_the_metrics_with_an_admin_key(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["metrics"]
+    assert prometheus["ports"] == ["${PRIVATE_BIND_ADDRESS:-127.0.0.1}:9090:9090"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    # The key comes from the environment as a secret file, never written in the repository.
+    assert prometheus["secrets"] == ["metrics_api_key"]
+    assert compose["secrets"]["metrics_api_key"] == {"environment": "METRICS_API_KEY"}
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/api/v1/admin/metrics"
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_api_key"}
+    (target,) = job["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host in services and port == "8000"
+    # Django answers the web service under the name Prometheus uses.
+    assert services["web"]["environment"]["ALLOWED_HOSTS"].split(",")[-1] == host
+
+
+def test_a_scrape_over_the_compose_network_is_answered_not_redirected(tmp_path: Path) -> None:
+    # Production settings redirect plain HTTP to HTTPS, but not the metrics route that
+    # Prometheus reaches inside the deployment: the key is checked (401 without one).
+    script = (
+        "import django; django.setup(); from django.core.management import call_command; "
+        "call_command('migrate', verbosity=0); from django.test import Client; "
+        "r = Client().get('/api/v1/admin/metrics', HTTP_HOST='web:8000'); print(r.status_code); "
+        "r = Client().get('/api/v1/user/me', HTTP_HOST='web:8000'); print(r.status_code)"
+    )
+    env = production_env(tmp_path, DJANGO_SETTINGS_MODULE="whisper_site.settings", ALLOWED_HOSTS="example.com,web")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.stdout.split() == ["401", "301"], result.stderr
 
 
 def test_only_nginx_is_published_and_gunicorn_sits_behind_it(compose: dict[str, Any]) -> None:
@@ -272,6 +315,10 @@ def test_the_web_role_serves_the_api_and_the_static_files_collected_at_build(tmp
                 pass
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.25)
+        # Readiness over plain HTTP too (no redirect to HTTPS), as the container's health
+        # check asks it: no worker runs here, so not ready, and it says why.
+        status, content_type, body = http_request(f"{url}/api/v1/health/ready", {})
+        assert (status, content_type, json.loads(body)["status"]) == (503, "application/json", "unavailable")
         # Migrated: a user can register.
         account = {"username": "imaged", "password": "Image-Passw0rd!"}
         status, _, body = http_request(f"{url}/api/v1/user/register", https, account)
@@ -335,6 +382,16 @@ def test_the_manage_role_runs_management_commands(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
         rows = db.execute("SELECT is_admin, is_superuser FROM accounts_user WHERE username = 'operator'").fetchall()
     assert rows == [(1, 1)]
+
+
+def test_the_migrate_role_migrates_and_exits(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(ENTRYPOINT), "migrate"], cwd=ROOT, env=image_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"accounts_user", "health_workerheartbeat"} <= tables
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import re
+import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -97,6 +102,8 @@ def test_without_redis_the_embedded_broker_carries_the_work_and_ctrl_c_stops_eve
         # gunicorn's master and workers; each Celery worker's main process and pool; beat.
         assert len(processes) >= 7, processes
         assert set(celery_workers(served)) == {"transcription", "conversion", "webhooks"}
+        # The workers' heartbeats reach the database whatever the broker: ready.
+        wait_until(lambda: served.request("GET", "/api/v1/health/ready")[0] == 200, "readiness", served)
     finally:
         status = served.stop()
     assert status == 0, served.log()[-3000:]
@@ -203,3 +210,71 @@ def test_with_the_conversion_queue_set_to_the_transcription_queue_one_worker_run
         client.close()
     assert status == 0, served.log()[-3000:]
     assert served.log().rstrip().endswith("Stopped.")
+
+
+# --- readiness and restarts ------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], Any], what: str, served: Served, timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}:\n{served.log()[-3000:]}")
+
+
+def readiness(served: Served) -> tuple[int, dict[str, Any]]:
+    status, raw = served.request("GET", "/api/v1/health/ready")
+    return status, json.loads(raw)
+
+
+def test_a_killed_worker_is_started_again_and_takes_jobs(served: Served) -> None:
+    # Every queue has its worker: the transcription worker's heartbeat covers the default queue too.
+    status, body = wait_until(lambda: (r := readiness(served))[0] == 200 and r, "readiness", served)
+    assert set(body["checks"]) == {"database", "broker", *(f"queue:{q}" for q in served_queues(served))}
+    old = celery_workers(served)["transcription"]
+    old_processes = [old, *descendants(old)]
+    ready_lines = len(re.findall(r"^transcription *\| .* ready\.$", served.log(), re.MULTILINE))
+
+    os.kill(old, signal.SIGKILL)
+    # One line says so, and the server goes on.
+    wait_until(
+        lambda: re.search(
+            r"^transcription exited with status -9; starting it again in [12] s$", served.log(), re.MULTILINE
+        ),
+        "the restart line",
+        served,
+    )
+    assert served.process.poll() is None
+    wait_until(
+        lambda: len(re.findall(r"^transcription *\| .* ready\.$", served.log(), re.MULTILINE)) > ready_lines,
+        "the new transcription worker",
+        served,
+    )
+    # What the killed worker left (its pool and embedded beat) went with it.
+    assert [pid for pid in old_processes if alive(pid)] == []
+    assert celery_workers(served)["transcription"] != old
+    assert set(celery_workers(served)) == {"transcription", "conversion", "webhooks"}
+    wait_until(lambda: readiness(served)[0] == 200, "readiness after the restart", served)
+
+    _, api_key = served.register("restarted")
+    file_id = served.upload(DATA / "jfk.flac", api_key)
+    status, raw = served.request("POST", "/api/v1/transcribe", {"uuid": file_id}, auth=f"Bearer {api_key}")
+    assert status == 200, raw
+    job_id = json.loads(raw)["transcriptions"][0]["uuid"]
+
+    def job_status() -> str | None:
+        state = json.loads(served.request("GET", f"/api/v1/transcribe/{job_id}")[1])["status"]
+        assert state not in {"failed", "cancelled"}, state
+        return state if state == "completed" else None
+
+    wait_until(job_status, "the job to complete", served, timeout=180)
+    assert re.search(
+        r"^transcription *\| .*Task transcriptions\.\w+\[[0-9a-f-]+\] received$", served.log(), re.MULTILINE
+    )
+
+
+def served_queues(served: Served) -> set[str]:
+    """The queues of the session's server, from its environment."""
+    return {served.env[name] for name in ("CELERY_TASK_DEFAULT_QUEUE", "CONVERSION_QUEUE", "WEBHOOK_QUEUE")}

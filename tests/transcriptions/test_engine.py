@@ -219,8 +219,8 @@ def test_missing_package_is_skipped_with_a_warning(
 ) -> None:
     absent = BundledModel(
         name="ggml-small",
-        metadata=PackageFile("no_such_model_package", "data/config.json"),
-        weight_parts=(PackageFile("no_such_model_package", "data/model.bin"),),
+        metadata_files=(PackageFile("no_such_model_package", "data/config.json", "0" * 64),),
+        weight_parts=(PackageFile("no_such_model_package", "data/model.bin", "0" * 64),),
     )
     monkeypatch.setitem(BUNDLED_MODELS, "ggml-small", absent)
     with caplog.at_level(logging.WARNING, logger="transcriptions.engine"):
@@ -373,7 +373,7 @@ def test_prompt_reaches_every_window(model_cache: ModelCache, jfk_flac: Path, tm
     path = _write_wav(tmp_path / "late-hotwords.wav", np.concatenate([jfk, silence, hotwords]))
     result = transcribe(model_cache.get("ggml-tiny.en"), path, language=None, vad_filter=False, prompt="ComfyUI")
     late = [segment.text for segment in result.segments if segment.seek > 0]
-    assert late and "ComfyUI" in " ".join(late)
+    assert late and "comfyui" in " ".join(late).lower()  # int8 may write the c lower-case
     assert _word_error_rate(JFK_REFERENCE, result.segments[0].text) <= 0.1
 
 

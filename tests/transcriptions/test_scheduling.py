@@ -353,6 +353,43 @@ def test_a_unit_held_by_a_lost_worker_is_taken_again(
 
 
 @pytest.mark.django_db
+def test_a_unit_whose_worker_is_no_longer_heard_of_is_taken_again_before_its_time_limit(
+    user: User,
+    make_ready_file: MakeFile,
+    long_wav: Path,
+    units_of: Any,
+    settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    job, unit = half_done(user, make_ready_file, long_wav)
+    now = timezone.now()
+    # Claimed a minute ago, well within a unit's time limit; its worker's last beat is
+    # just under, then just over TRANSCRIPTION_LOST_AFTER_SECONDS old.
+    lost_after = dt.timedelta(seconds=settings.TRANSCRIPTION_LOST_AFTER_SECONDS)
+    TranscriptionUnit.objects.filter(id=unit.id).update(
+        status=UnitStatus.PROCESSING,
+        claim_token="gone",
+        claimed_at=now - dt.timedelta(minutes=1),
+        heartbeat_at=now - lost_after + dt.timedelta(seconds=5),
+        attempts=1,
+        worker="elsewhere:4242",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("requeue_stuck", "--older-than", "600", stdout=StringIO())
+    unit.refresh_from_db()
+    assert (unit.status, unit.claim_token) == ("processing", "gone")  # still heard of recently enough
+
+    TranscriptionUnit.objects.filter(id=unit.id).update(heartbeat_at=now - lost_after - dt.timedelta(seconds=5))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("requeue_stuck", "--older-than", "600", stdout=StringIO())
+    unit.refresh_from_db()
+    job.refresh_from_db()
+    assert (unit.status, unit.attempts) == ("done", 2) and unit.worker != "elsewhere:4242"
+    assert (job.status, job.cost) == ("completed", 40)
+    assert balance(user) == 1000 - 40
+
+
+@pytest.mark.django_db
 def test_a_redelivered_unit_message_retakes_its_unit_until_it_fails_the_batch(
     user: User, make_ready_file: MakeFile, long_wav: Path, units_of: Any, settings: Any
 ) -> None:

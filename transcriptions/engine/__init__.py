@@ -24,8 +24,15 @@ from transcriptions.engine.cache import (
     default_compute_type,
     default_cpu_threads,
 )
-from transcriptions.engine.diarization import MAX_SPEAKERS, Diarizer, ModelIntegrityError, SpeakerTurn
-from transcriptions.engine.errors import EngineError, InvalidLanguage, InvalidTask, UnknownModel
+from transcriptions.engine.diarization import MAX_SPEAKERS, Diarizer, SpeakerTurn
+from transcriptions.engine.errors import (
+    EngineError,
+    InvalidLanguage,
+    InvalidTask,
+    ModelDownloadError,
+    ModelIntegrityError,
+    UnknownModel,
+)
 from transcriptions.engine.inference import (
     DEFAULT_TEMPERATURES,
     SAMPLING_RATE,
@@ -44,6 +51,7 @@ from transcriptions.engine.models import (
     ModelInfo,
     PackageFile,
     available_models,
+    download_official_model,
     install_bundled_models,
     is_multilingual_model,
     is_valid_model_folder,
@@ -76,6 +84,7 @@ __all__ = [
     "InvalidLanguage",
     "InvalidTask",
     "ModelCache",
+    "ModelDownloadError",
     "ModelInfo",
     "ModelIntegrityError",
     "PackageFile",
@@ -87,6 +96,7 @@ __all__ = [
     "WindowTranscript",
     "Word",
     "available_models",
+    "download_official_model",
     "default_compute_type",
     "default_cpu_threads",
     "install_bundled_models",

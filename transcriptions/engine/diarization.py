@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transcriptions.engine.errors import EngineError
+from transcriptions.engine.errors import ModelIntegrityError
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +67,6 @@ MIN_ANCHOR_SECONDS = 1.0
 MAX_PRINT_SECONDS = 30.0
 # Share of the progress reported for pass 1; pass 2 is the rest.
 SEGMENTATION_SHARE = 0.8
-
-
-class ModelIntegrityError(EngineError):
-    """A speaker model file is missing or is not the file whose SHA-256 is pinned."""
 
 
 @dataclass(frozen=True, slots=True)

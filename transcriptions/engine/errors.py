@@ -17,3 +17,11 @@ class InvalidTask(EngineError, ValueError):
 
 class UnknownModel(EngineError, LookupError):
     """No usable model folder of that name in the models folder."""
+
+
+class ModelIntegrityError(EngineError):
+    """A bundled model's package file, or a speaker model, is not the one this code pins (its SHA-256 differs)."""
+
+
+class ModelDownloadError(EngineError):
+    """An official model could not be fetched (offline, unknown to the hub, or already installed)."""

@@ -42,6 +42,7 @@ import math
 import os
 import socket
 import tempfile
+import threading
 import time
 import uuid
 import wave
@@ -52,7 +53,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, F, Min, Q, Sum
 from django.utils import timezone
 
@@ -64,6 +65,7 @@ from transcriptions.selectors import unit_served_seconds
 from transcriptions.services import runs
 from transcriptions.services.jobs import conversion_failed_message
 from transcriptions.services.prices import time_limits
+from whisper_site.celery import DATABASE_CONNECTION_ERRORS, worker_consumes
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +263,7 @@ def transcription_unit_claim(*, claim_token: str, now: dt.datetime | None = None
             with transaction.atomic():
                 taken = TranscriptionUnit.objects.filter(
                     id=own.id, status=UnitStatus.PROCESSING, claim_token=claim_token
-                ).update(claimed_at=now, attempts=F("attempts") + 1, worker=_worker_name())
+                ).update(claimed_at=now, heartbeat_at=now, attempts=F("attempts") + 1, worker=_worker_name())
                 # The jobs this task holds count the try too.
                 Transcription.objects.filter(
                     batch_id=own.batch_id, status=Status.PROCESSING, claim_token=claim_token
@@ -363,6 +365,7 @@ def _claim_oldest_unit_of(*, owner_id: Any, claim_token: str, now: dt.datetime) 
             status=UnitStatus.PROCESSING,
             claim_token=claim_token,
             claimed_at=now,
+            heartbeat_at=now,
             attempts=F("attempts") + 1,
             worker=_worker_name(),
         )
@@ -431,6 +434,7 @@ def _claim_batch(*, batch_id: uuid.UUID, claim_token: str, now: dt.datetime) -> 
                             "status": UnitStatus.PROCESSING,
                             "claim_token": claim_token,
                             "claimed_at": now,
+                            "heartbeat_at": now,
                             "attempts": 1,
                             "worker": worker_name,
                         }
@@ -532,6 +536,58 @@ class _BatchWatch:
         )
 
 
+class _Heartbeat:
+    """While a worker decodes a unit, a thread records every ``TRANSCRIPTION_HEARTBEAT_SECONDS`` that it is still on it.
+
+    The recovery puts back a unit not heard of for ``TRANSCRIPTION_LOST_AFTER_SECONDS``:
+    its worker is gone (a machine lost, a whole worker killed), and nothing else would
+    hand its message to another worker before the broker's visibility timeout. A thread
+    rather than the decoding's progress reports, which a model's load or a batch of
+    windows can hold back for longer. It writes through a database connection of its own
+    (Django's are per thread), closed when it stops; a write that fails (the database
+    away for a moment) is tried again at the next beat. Only inside a worker: a unit run
+    in a test's or a command's process (eager Celery) is never lost to another process.
+    """
+
+    def __init__(self, *, unit: TranscriptionUnit, claim_token: str) -> None:
+        self.unit_id = unit.id
+        self.claim_token = claim_token
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        if worker_consumes(settings.TRANSCRIPTION_QUEUE) is not None:
+            self._thread = threading.Thread(target=self._beat, name="unit-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stopped.wait(settings.TRANSCRIPTION_HEARTBEAT_SECONDS):
+                try:
+                    TranscriptionUnit.objects.filter(
+                        id=self.unit_id, status=UnitStatus.PROCESSING, claim_token=self.claim_token
+                    ).update(heartbeat_at=timezone.now())
+                except DatabaseError as exc:
+                    logger.warning("Transcription unit heartbeat not recorded: %s", exc)
+                    _close_quietly()
+        finally:
+            _close_quietly()
+
+
+def _close_quietly() -> None:
+    """Close this thread's database connection, broken or not."""
+    try:
+        connection.close()
+    except DatabaseError:
+        pass
+
+
 def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token: str) -> None:
     job = jobs[0]
     file = job.file
@@ -545,23 +601,24 @@ def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token
     watch = _BatchWatch(unit=unit)
     started = time.perf_counter()
     try:
-        if unit.windows is not None:
-            result = _transcribe_windows(
-                file=file, job=job, unit=unit, word_timestamps=word_timestamps, on_progress=watch
-            )
-        elif whole:
-            result = runs.transcribe_file(
-                file=file, job=job, word_timestamps=word_timestamps, on_progress=watch.seconds
-            )
-        else:
-            result = _transcribe_span(
-                file=file,
-                job=job,
-                start=unit.start,
-                end=unit.end,
-                word_timestamps=word_timestamps,
-                on_progress=watch.seconds,
-            )
+        with _Heartbeat(unit=unit, claim_token=claim_token):
+            if unit.windows is not None:
+                result = _transcribe_windows(
+                    file=file, job=job, unit=unit, word_timestamps=word_timestamps, on_progress=watch
+                )
+            elif whole:
+                result = runs.transcribe_file(
+                    file=file, job=job, word_timestamps=word_timestamps, on_progress=watch.seconds
+                )
+            else:
+                result = _transcribe_span(
+                    file=file,
+                    job=job,
+                    start=unit.start,
+                    end=unit.end,
+                    word_timestamps=word_timestamps,
+                    on_progress=watch.seconds,
+                )
     except BatchStopped:
         # Cancelled or deleted while decoding: the worker is free at once.
         logger.info(
@@ -573,6 +630,11 @@ def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token
         )
         _drop_if_gone(batch_id=unit.batch_id)
         return
+    except DATABASE_CONNECTION_ERRORS:
+        # The database connection was lost (progress is written while decoding): not the
+        # job's fault, and failing it would need the database too. The task is sent again
+        # under the same id (transcriptions.tasks), which retakes this unit.
+        raise
     except Exception as exc:
         reason = runs.failure_reason(exc, file=file, job=job, duration=unit.seconds)
         if reason is None:
@@ -785,6 +847,7 @@ def _claim_speakers_unit(*, unit_id: uuid.UUID, claim_token: str, now: dt.dateti
         status=UnitStatus.PROCESSING,
         claim_token=claim_token,
         claimed_at=now,
+        heartbeat_at=now,
         attempts=F("attempts") + 1,
         worker=_worker_name(),
     )
@@ -819,9 +882,10 @@ def transcription_speakers_run(*, unit_id: uuid.UUID, claim_token: str) -> bool:
     watch = _BatchWatch(unit=unit)
     started = time.perf_counter()
     try:
-        with file_wav_local_path(file) as wav_path:
-            audio, _ = _read_wav(wav_path, start=0.0, end=file.duration)
-        turns = worker.diarizer().diarize(audio, speakers=job.speakers, on_progress=watch)
+        with _Heartbeat(unit=unit, claim_token=claim_token):
+            with file_wav_local_path(file) as wav_path:
+                audio, _ = _read_wav(wav_path, start=0.0, end=file.duration)
+            turns = worker.diarizer().diarize(audio, speakers=job.speakers, on_progress=watch)
     except BatchStopped:
         logger.info(
             "Transcription speakers stopped after %.1f s: the jobs were cancelled or deleted %s",
@@ -831,6 +895,8 @@ def transcription_speakers_run(*, unit_id: uuid.UUID, claim_token: str) -> bool:
         )
         _drop_if_gone(batch_id=unit.batch_id)
         return True
+    except DATABASE_CONNECTION_ERRORS:
+        raise  # not the job's fault: the task is sent again under the same id, as _run_unit's
     except Exception as exc:
         reason = runs.failure_reason(exc, file=file, job=job, duration=file.duration)
         if reason is None:
@@ -1001,9 +1067,10 @@ def _fail_batch(*, batch_id: uuid.UUID, error: str) -> int:
 def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | None = None) -> int:
     """Put back the units lost workers held, and send again for units whose message was lost.
 
-    A unit processing for longer than a unit's hard time limit plus ``older_than`` seconds
-    lost its worker: it goes back to pending (its claim token void), or fails its batch
-    after ``TRANSCRIPTION_MAX_ATTEMPTS`` claims. A unit pending whose last message is
+    A unit processing for longer than a unit's hard time limit plus ``older_than`` seconds,
+    or whose worker has not said it is on it (:class:`_Heartbeat`) for
+    ``TRANSCRIPTION_LOST_AFTER_SECONDS``, lost its worker: it goes back to pending (its
+    claim token void), or fails its batch after ``TRANSCRIPTION_MAX_ATTEMPTS`` claims. A unit pending whose last message is
     older than ``older_than`` seconds gets a new message. Units of batches whose jobs are
     gone are dropped, and a batch whose units are all done but whose jobs are still
     processing (its last task died before completing them) is completed. Returns how many
@@ -1018,15 +1085,21 @@ def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | N
     # Done units count as service for the fairness window, then go.
     served_before = now - dt.timedelta(seconds=settings.TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS)
     TranscriptionUnit.objects.exclude(batch_id__in=alive).filter(claimed_at__lt=served_before).delete()
+    silent_before = now - dt.timedelta(seconds=settings.TRANSCRIPTION_LOST_AFTER_SECONDS)
     count = 0
     speakers: list[TranscriptionUnit] = []
-    for unit in TranscriptionUnit.objects.filter(
-        status=UnitStatus.PROCESSING, claimed_at__lt=lost_before
-    ).select_related("file"):
-        if unit.kind == UnitKind.SPEAKERS:
-            # Timed for the whole file (speakers_units_enqueue), not for a unit.
-            _, unit_hard = time_limits(duration=unit.file.duration)
-            if unit.claimed_at is None or unit.claimed_at >= cutoff - dt.timedelta(seconds=unit_hard):
+    lost = (
+        TranscriptionUnit.objects.filter(status=UnitStatus.PROCESSING)
+        .filter(Q(claimed_at__lt=lost_before) | Q(heartbeat_at__lt=silent_before))
+        .select_related("file")
+    )
+    for unit in lost:
+        silent = unit.heartbeat_at is not None and unit.heartbeat_at < silent_before
+        if unit.kind == UnitKind.SPEAKERS and not silent:
+            # Timed for the whole file (speakers_units_enqueue), not for a unit: while it
+            # beats, it is lost only past the whole file's hard limit.
+            _, whole_hard = time_limits(duration=unit.file.duration)
+            if unit.claimed_at is None or unit.claimed_at >= cutoff - dt.timedelta(seconds=whole_hard):
                 continue
         if unit.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
             _fail_batch(
@@ -1039,10 +1112,12 @@ def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | N
         ).update(status=UnitStatus.PENDING, claim_token="", queued_at=now)
         if released:
             logger.warning(
-                "Transcription unit %d of batch %s lost its worker (task %s): queued again",
+                "Transcription unit %d of batch %s lost its worker %s (task %s, last heard of %s): queued again",
                 unit.index,
                 unit.batch_id.hex,
+                unit.worker or "?",
                 unit.claim_token,
+                unit.heartbeat_at or unit.claimed_at,
             )
             if unit.kind == UnitKind.SPEAKERS:
                 speakers.append(unit)

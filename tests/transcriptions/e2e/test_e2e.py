@@ -134,7 +134,9 @@ def test_a_job_survives_its_worker_being_killed_and_is_charged_once(e2e: E2E) ->
     assert job.attempts == 2  # claimed, killed, retaken by the redelivered message
     assert job.cost == 60
     assert balance(user) == 1000 - 60
-    assert word_error_rate(JFK_REFERENCE, body["data"]["segments"][0]["text"]) <= 0.1  # the clip opens with it
+    # The clip opens with JFK's sentence (one segment or more, as Whisper punctuates it).
+    opening = " ".join(body["data"]["text"].split()[: len(JFK_REFERENCE.split())])
+    assert word_error_rate(JFK_REFERENCE, opening) <= 0.1
     assert pool_pid not in e2e.worker.pool_pids()
 
 

@@ -1,4 +1,9 @@
-"""``manage.py serve``: the API on gunicorn, a transcription worker and a conversion worker, stopped together."""
+"""``manage.py serve``: the API on gunicorn, a transcription worker and a conversion worker, stopped together.
+
+A Celery worker that exits is started again (one line says so), after a pause that doubles
+with each quick exit in a row, so that a worker that cannot start does not spin; gunicorn
+exiting stops everything, as Ctrl-C does.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import IO, Any
 
 from django.conf import settings
@@ -23,6 +29,23 @@ SERVE_WEBHOOK_THREADS = 4
 # How long the relay of a child's output may go on once the child has exited: its own
 # children (ffmpeg, the media zygote) may hold the pipe a moment longer.
 RELAY_GRACE_SECONDS = 5
+# The pause before a worker that exited starts again: RESTART_FIRST_DELAY_SECONDS, doubled
+# for each exit in a row that came within RESTART_QUICK_EXIT_SECONDS of its start, up to
+# RESTART_MAX_DELAY_SECONDS. A worker that ran longer than that starts again after the first pause.
+RESTART_FIRST_DELAY_SECONDS = 1.0
+RESTART_MAX_DELAY_SECONDS = 60.0
+RESTART_QUICK_EXIT_SECONDS = 60.0
+
+
+@dataclass
+class _Child:
+    """A process serve runs, and when to start it again when it is a worker that exited."""
+
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    quick_exits: int = 0
+    restart_at: float | None = None
 
 
 class Command(BaseCommand):
@@ -30,7 +53,7 @@ class Command(BaseCommand):
         "Migrate, then serve the API with gunicorn on 127.0.0.1:PORT and run a transcription worker "
         "(TRANSCRIPTION_QUEUE) and a conversion worker (CONVERSION_QUEUE). Uses Redis at REDIS_URL when it "
         "answers, else an embedded broker. Each line of their output starts with its process's name. "
-        "Ctrl-C or SIGTERM stops them all."
+        "A worker that exits is started again; Ctrl-C or SIGTERM stops them all."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -81,7 +104,7 @@ class Command(BaseCommand):
             ],
             **self._worker_commands(python),
         }
-        children: dict[str, subprocess.Popen[bytes]] = {}
+        children = {name: _Child(argv) for name, argv in commands.items()}
         relays: list[threading.Thread] = []
         width = max(map(len, commands))
         output_lock = threading.Lock()
@@ -91,45 +114,70 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
+        def start(name: str) -> None:
+            child = children[name]
+            # Own process groups: a terminal's Ctrl-C reaches us, and we
+            # stop the children in order instead of all at once. In our
+            # session, not sessions of their own: Linux divides the CPU
+            # between sessions (autogroups) before nice values count, so
+            # the conversion worker's nice only holds within one session.
+            # No terminal input for a background process group (it would stop them).
+            process = subprocess.Popen(
+                child.argv,
+                env=env,
+                process_group=0,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            child.process, child.started_at, child.restart_at = process, time.monotonic(), None
+            prefix = f"{name:<{width}} | "
+            for source, target in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
+                relay = threading.Thread(target=_relay_lines, args=(source, target, prefix, output_lock), daemon=True)
+                relay.start()
+                relays.append(relay)
+
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
-            for name, argv in commands.items():
-                # Own process groups: a terminal's Ctrl-C reaches us, and we
-                # stop the children in order instead of all at once. In our
-                # session, not sessions of their own: Linux divides the CPU
-                # between sessions (autogroups) before nice values count, so
-                # the conversion worker's nice only holds within one session.
-                # No terminal input for a background process group (it would stop them).
-                child = subprocess.Popen(
-                    argv,
-                    env=env,
-                    process_group=0,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                )
-                children[name] = child
-                prefix = f"{name:<{width}} | "
-                for source, target in ((child.stdout, sys.stdout), (child.stderr, sys.stderr)):
-                    relay = threading.Thread(
-                        target=_relay_lines, args=(source, target, prefix, output_lock), daemon=True
-                    )
-                    relay.start()
-                    relays.append(relay)
+            for name in children:
+                start(name)
             self.stdout.write(f"Serving http://{bind}/api/v1 (Ctrl-C stops)")
             while not stopping:
+                now = time.monotonic()
                 for name, child in children.items():
-                    if child.poll() is not None:
-                        self.stderr.write(f"{name} exited with status {child.returncode}; stopping")
+                    if child.restart_at is not None:
+                        if now >= child.restart_at:
+                            start(name)
+                        continue
+                    assert child.process is not None
+                    status = child.process.poll()
+                    if status is None:
+                        continue
+                    if name == "web":
+                        self.stderr.write(f"web exited with status {status}; stopping")
                         stopping = True
+                        break
+                    delay = self._schedule_restart(child, now)
+                    self.stderr.write(f"{name} exited with status {status}; starting it again in {delay:g} s")
                 time.sleep(0.5)
         finally:
-            self._stop_children(children)
+            self._stop_children([child.process for child in children.values() if child.process is not None])
             deadline = time.monotonic() + RELAY_GRACE_SECONDS
             for relay in relays:
                 relay.join(timeout=max(0.1, deadline - time.monotonic()))
             self.stdout.write("Stopped.")
+
+    def _schedule_restart(self, child: _Child, now: float) -> float:
+        """Set when ``child``, a worker that exited, starts again; the pause in seconds."""
+        assert child.process is not None
+        # What it leaves behind goes with it: pool processes that outlived it (SIGKILL
+        # gives them no word) and its embedded beat, which must not run twice.
+        _kill_group(child.process.pid)
+        child.quick_exits = child.quick_exits + 1 if now - child.started_at < RESTART_QUICK_EXIT_SECONDS else 0
+        delay = min(RESTART_MAX_DELAY_SECONDS, RESTART_FIRST_DELAY_SECONDS * 2**child.quick_exits)
+        child.restart_at = now + delay
+        return delay
 
     def _worker_commands(self, python: str) -> dict[str, list[str]]:
         """The Celery workers to run, by name: one for transcriptions, one for conversions, one for webhooks.
@@ -182,19 +230,26 @@ class Command(BaseCommand):
         except Exception as exc:  # the API still serves without models; jobs will say why
             self.stderr.write(f"Bundled models not installed: {exc}")
 
-    def _stop_children(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
-        for child in children.values():
-            if child.poll() is None:
+    def _stop_children(self, processes: list[subprocess.Popen[bytes]]) -> None:
+        for process in processes:
+            if process.poll() is None:
                 # The main processes stop their own workers (Celery finishes
                 # the task in hand; an unfinished one is redelivered).
-                child.terminate()
+                process.terminate()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in children.values():
+        for process in processes:
             try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+                _kill_group(process.pid)
+                process.wait()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing of it is left
+        pass
 
 
 def _celery_worker(python: str, name: str, queues: list[str], concurrency: int) -> list[str]:

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('files', '0001_initial'),
-        ('transcriptions', '0006_progress_cancelled'),
+        ('transcriptions', '0007_unit_heartbeat'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
