@@ -288,3 +288,31 @@ def test_a_speakers_unit_of_cancelled_jobs_is_dropped_unrun(user: User, make_rea
     TranscriptionUnit.objects.filter(id=unit.id).update(status="pending", claim_token="")
     assert transcription_speakers_run(unit_id=unit.id, claim_token="task-2") is False
     assert not TranscriptionUnit.objects.exists()
+
+
+def test_a_speakers_unit_that_still_beats_is_left_to_its_worker_past_a_units_limit(
+    user: User, make_ready_file: MakeFile, queue: Run, django_capture_on_commit_callbacks: Any
+) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from files.models import File
+    from transcriptions.services import transcription_units_requeue_stuck
+
+    diarized_batch_with_lost_speakers(user, make_ready_file, queue, attempts=1)
+    # An hour of audio, diarized for half an hour so far: far past a transcribing unit's
+    # hard limit, well within the whole file's, and its heartbeat heard 10 s ago.
+    File.objects.update(duration=3600.0)
+    now = timezone.now()
+    speakers = TranscriptionUnit.objects.filter(kind="speakers")
+    speakers.update(claimed_at=now - dt.timedelta(minutes=30), heartbeat_at=now - dt.timedelta(seconds=10))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert transcription_units_requeue_stuck(older_than=600, now=now) == 0
+    assert speakers.get().status == "processing"
+    # Its worker goes silent: the unit is sent again and run by another task.
+    speakers.update(heartbeat_at=now - dt.timedelta(minutes=10))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert transcription_units_requeue_stuck(older_than=600, now=now) == 1
+    assert (speakers.get().status, speakers.get().attempts) == ("done", 2)
+    assert set(Transcription.objects.values_list("status", flat=True)) == {"completed"}
