@@ -62,6 +62,9 @@ MIN_PAUSE_SECONDS = 0.3
 # DER is the same for any threshold from 0.5 to 0.6, and this is its middle.
 DEFAULT_SIMILARITY = 0.55
 MIN_ANCHOR_SECONDS = 1.0
+# At most this many turns are clustered (the longest): 2000 x 2000 similarities are 32 MB
+# and a few seconds of merging; the other turns then join the closest speaker.
+MAX_ANCHORS = 2000
 # A voice print is taken from at most this much of a turn (its middle): enough for a
 # stable print, and a bound on the memory and time one long turn costs.
 MAX_PRINT_SECONDS = 30.0
@@ -244,33 +247,37 @@ def cluster_turns(
         anchors = [index for index in range(count) if usable[index]]
     if not anchors:
         return [0] * count
+    if len(anchors) > MAX_ANCHORS:
+        # The longest turns: the clustering's time and memory grow with the square of its
+        # turns; the others join the closest cluster like the short ones.
+        anchors = sorted(sorted(anchors, key=lambda index: -weights[index])[:MAX_ANCHORS])
     vectors = prints[anchors].astype(np.float64)
     alike = vectors @ vectors.T
     np.fill_diagonal(alike, -np.inf)
     sizes = weights[anchors].copy()
-    members = [[index] for index in anchors]
+    members: dict[int, list[int]] = {row: [index] for row, index in enumerate(anchors)}
     target = speakers if speakers is not None else 1
     while len(members) > target:
         first, second = np.unravel_index(int(np.argmax(alike)), alike.shape)
         if speakers is None and alike[first, second] < similarity:
             break
-        first, second = min(first, second), max(first, second)
         # Lance-Williams for weighted average linkage: the joined cluster's average
-        # similarity to any other is the size-weighted mean of its two parts'.
+        # similarity to any other is the size-weighted mean of its two parts'. The second's
+        # row and column are closed (-inf) rather than deleted, which would copy the matrix.
         row = (sizes[first] * alike[first] + sizes[second] * alike[second]) / (sizes[first] + sizes[second])
+        row[second] = -np.inf
         alike[first, :] = row
         alike[:, first] = row
         alike[first, first] = -np.inf
+        alike[second, :] = -np.inf
+        alike[:, second] = -np.inf
         sizes[first] += sizes[second]
-        members[first].extend(members[second])
-        alike = np.delete(np.delete(alike, second, axis=0), second, axis=1)
-        sizes = np.delete(sizes, second)
-        del members[second]
+        members[first].extend(members.pop(second))
     cluster_of: dict[int, int] = {}
-    for cluster, indexes in enumerate(members):
+    for cluster, indexes in enumerate(members.values()):
         for index in indexes:
             cluster_of[index] = cluster
-    means = np.stack([sum(prints[index] * weights[index] for index in indexes) for indexes in members])
+    means = np.stack([sum(prints[index] * weights[index] for index in indexes) for indexes in members.values()])
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     for index in range(count):
         if index not in cluster_of and usable[index]:
