@@ -15,6 +15,8 @@ Recordings (their turns in the JSON beside each):
   short and long turns, some back to back (``--make-conversation`` made it from
   ``LINES`` below; it needs ``apt-get install festival festvox-kallpc16k
   festvox-kdlpc16k festvox-us-slt-hts festvox-ca-ona-hts``, and tries that itself as root).
+- **both, 4 times**: the two one after the other, four times over (10 minutes, eight
+  voices), for how it scales;
 
 For each, in this one process: the transcription as a worker runs it for a short file
 (``engine.transcribe``, word timestamps, the model as the worker loads it, ``--threads``
@@ -175,6 +177,33 @@ def _frames(turns: list[tuple[float, float, str]], count: int) -> list[set[str]]
     return active
 
 
+def _assignment(overlap: np.ndarray) -> dict[int, int]:
+    """Rows matched to columns one to one so that the matched cells add up to the most.
+
+    Every one-to-one matching is tried (speakers are few); past 10 a side, the greediest.
+    """
+    rows, columns = overlap.shape
+    if max(rows, columns) > 10:
+        matched: dict[int, int] = {}
+        for flat in np.argsort(-overlap, axis=None):
+            row, column = divmod(int(flat), columns)
+            if row not in matched and column not in matched.values():
+                matched[row] = column
+        return matched
+    best: tuple[float, dict[int, int]] = (-1.0, {})
+    if rows <= columns:
+        for choice in itertools.permutations(range(columns), rows):
+            total = float(sum(overlap[row, column] for row, column in enumerate(choice)))
+            if total > best[0]:
+                best = (total, dict(enumerate(choice)))
+    else:
+        for choice in itertools.permutations(range(rows), columns):
+            total = float(sum(overlap[row, column] for column, row in enumerate(choice)))
+            if total > best[0]:
+                best = (total, {row: column for column, row in enumerate(choice)})
+    return best[1]
+
+
 def best_mapping(reference: list[set[str]], found: list[set[str]], scored: np.ndarray) -> dict[str, str]:
     """The one-to-one mapping of found speakers to reference speakers that maps the most speech."""
     names = sorted({s for frame in reference for s in frame})
@@ -184,19 +213,7 @@ def best_mapping(reference: list[set[str]], found: list[set[str]], scored: np.nd
         for label in found[k]:
             for name in reference[k]:
                 overlap[labels.index(label), names.index(name)] += 1
-    best: tuple[float, dict[str, str]] = (-1.0, {})
-    if len(labels) <= len(names):
-        choices = itertools.permutations(range(len(names)), len(labels))
-        for choice in choices:
-            total = sum(overlap[i, j] for i, j in enumerate(choice))
-            if total > best[0]:
-                best = (total, {labels[i]: names[j] for i, j in enumerate(choice)})
-    else:
-        for choice in itertools.permutations(range(len(labels)), len(names)):
-            total = sum(overlap[i, j] for j, i in enumerate(choice))
-            if total > best[0]:
-                best = (total, {labels[i]: names[j] for j, i in enumerate(choice)})
-    return best[1]
+    return {labels[row]: names[column] for row, column in _assignment(overlap).items()}
 
 
 def der(reference_turns: list[dict[str, Any]], found: list[tuple[float, float, str]]) -> tuple[float, dict[str, str]]:
@@ -233,11 +250,11 @@ def words_right(result: engine.TranscriptResult, reference_turns: list[dict[str,
                 pairs.append((word.speaker or "", turn["speaker"]))
     labels = sorted({label for label, _ in pairs})
     names = sorted({name for _, name in pairs})
-    best = 0
-    for choice in itertools.permutations(names + [None] * max(0, len(labels) - len(names)), len(labels)):
-        mapping = dict(zip(labels, choice, strict=True))
-        best = max(best, sum(mapping[label] == name for label, name in pairs))
-    return best, len(pairs)
+    counts = np.zeros((len(labels), len(names)))
+    for label, name in pairs:
+        counts[labels.index(label), names.index(name)] += 1
+    right = sum(counts[row, column] for row, column in _assignment(counts).items())
+    return int(right), len(pairs)
 
 
 # --- Runs --------------------------------------------------------------------------------------
@@ -270,6 +287,33 @@ def diarize_peak_mib(path: Path, threads: int) -> float:
     peak = queue.get()
     process.join()
     return peak / 1024
+
+
+def joined(folder: Path, times: int) -> tuple[Path, Path]:
+    """Both recordings one after the other, ``times`` over: eight voices, as a WAV and its turns."""
+    parts, turns, offset = [], [], 0.0
+    for _ in range(times):
+        for audio_path, reference_path, tag in ((*CONVERSATION, "festival"), (*REAL, "real")):
+            reference = json.loads(reference_path.read_text())
+            audio = engine.load_audio(audio_path)
+            turns += [
+                {"speaker": f"{tag}-{t['speaker']}", "start": t["start"] + offset, "end": t["end"] + offset}
+                for t in reference["turns"]
+            ]
+            parts.append(audio)
+            offset += len(audio) / RATE
+    samples = (np.clip(np.concatenate(parts), -1, 1) * 32767).astype(np.int16)
+    wav = folder / "joined.wav"
+    import wave
+
+    with wave.open(str(wav), "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(2)
+        target.setframerate(RATE)
+        target.writeframes(samples.tobytes())
+    reference = {"duration": round(offset, 2), "speakers": len({t["speaker"] for t in turns}), "turns": turns}
+    (folder / "joined.json").write_text(json.dumps(reference))
+    return wav, folder / "joined.json"
 
 
 def run(name: str, audio_path: Path, reference_path: Path, model: Any, diarizer: engine.Diarizer) -> dict[str, Any]:
@@ -318,6 +362,10 @@ def main() -> None:
         run("real voices", *REAL, model, diarizer),
         run("conversation", *CONVERSATION, model, diarizer),
     ]
+    with tempfile.TemporaryDirectory() as folder:
+        long_wav, long_reference = joined(Path(folder), 4)
+        rows.append(run("both, 4 times", long_wav, long_reference, model, diarizer))
+        peak = diarize_peak_mib(long_wav, args.threads)
     print(
         f"{'recording':<14}{'audio':>8}{'turns':>7}{'DER':>8}{'speakers':>10}{'words right':>14}"
         f"{'CPU s/min: transcribe':>23}{'+ diarize':>11}{'(diarize)':>11}"
@@ -330,7 +378,6 @@ def main() -> None:
             f"{row['transcribe_cpu_per_min']:>23.1f}{row['with_diarize_cpu_per_min']:>11.1f}"
             f"{row['diarize_cpu_per_min']:>11.1f}"
         )
-    peak = diarize_peak_mib(CONVERSATION[0], args.threads)
     whole = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"memory peak: diarizing alone {peak:.0f} MiB; this run with {args.model} {whole:.0f} MiB")
 
