@@ -18,9 +18,9 @@ REFERENCE = json.loads((DATA_DIR / "speakers.json").read_text())
 
 
 def test_four_voices_keep_one_name_each_across_the_units_of_a_file(e2e: E2E) -> None:
-    helper = e2e.start_worker(concurrency=1, name="speakers")
+    second = e2e.start_worker(concurrency=1, name="speakers")
     try:
-        wait_for(lambda: "Loaded model" in helper.log(), what="the second worker's model")
+        wait_for(lambda: "Loaded model" in second.log(), what="the second worker's model")
         user, client = client_for("speakers")
         job_ids = transcribe(
             client,
@@ -32,7 +32,7 @@ def test_four_voices_keep_one_name_each_across_the_units_of_a_file(e2e: E2E) -> 
             },
         )
         verbose, srt = wait_done(job_ids, timeout=300)
-        logs = e2e.worker.log()[-3000:] + helper.log()[-3000:]
+        logs = e2e.worker.log()[-3000:] + second.log()[-3000:]
         assert verbose["status"] == srt["status"] == "completed", (verbose, logs)
 
         job = Transcription.objects.get(id=job_ids[0])
@@ -72,4 +72,4 @@ def test_four_voices_keep_one_name_each_across_the_units_of_a_file(e2e: E2E) -> 
         cues = [block.split("\n") for block in srt["data"]["text"].split("\n\n")]
         assert {cue[2].split("] ")[0] + "]" for cue in cues} == {f"[{name}]" for name in names}
     finally:
-        helper.stop()
+        second.stop()
