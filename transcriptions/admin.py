@@ -54,6 +54,8 @@ class TranscriptionAdmin(admin.ModelAdmin):
         "prompt",
         "vad_filter",
         "temperature",
+        "diarize",
+        "speakers",
         "status",
         "error",
         "attempts",
@@ -115,8 +117,19 @@ class TranscriptionAdmin(admin.ModelAdmin):
 class TranscriptionUnitAdmin(admin.ModelAdmin):
     """The units of scheduling (docs/transcription.md, "Scheduling"): who decodes what, and where."""
 
-    list_display = ("batch_id", "index", "owner", "status", "start", "end", "windows_count", "worker", "attempts")
-    list_filter = ("status",)
+    list_display = (
+        "batch_id",
+        "index",
+        "kind",
+        "owner",
+        "status",
+        "start",
+        "end",
+        "windows_count",
+        "worker",
+        "attempts",
+    )
+    list_filter = ("status", "kind")
     search_fields = ("batch_id",)
     search_help_text = "A batch UUID (a job's batch id)."
     list_select_related = ("owner",)
@@ -127,6 +140,7 @@ class TranscriptionUnitAdmin(admin.ModelAdmin):
         "id",
         "batch_id",
         "index",
+        "kind",
         "owner",
         "file",
         "status",

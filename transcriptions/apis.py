@@ -23,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from files.selectors import NOT_FOUND_MESSAGE as FILE_NOT_FOUND_MESSAGE
-from transcriptions import selectors, services
+from transcriptions import engine, selectors, services
 from transcriptions.formats import DEFAULT_FORMAT, FORMATS
 from transcriptions.models import Transcription
 from whisper_site.api_fields import (
@@ -168,6 +168,28 @@ class PromptField(serializers.Field):
         return value
 
 
+@extend_schema_field(
+    {"type": "integer", "minimum": services.MIN_SPEAKERS, "maximum": engine.MAX_SPEAKERS, "example": 2}
+)
+class SpeakersField(serializers.Field):
+    """How many speakers there are: a JSON whole number from 1 to 20; null is "find out"."""
+
+    default_error_messages = {
+        "invalid": f"Invalid speakers: must be a whole number from {services.MIN_SPEAKERS} to {engine.MAX_SPEAKERS}",
+    }
+
+    def to_internal_value(self, data: Any) -> int:
+        # JSON true is not 1 speaker, nor 2.0 two.
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        if not services.MIN_SPEAKERS <= data <= engine.MAX_SPEAKERS:
+            raise serializers.ValidationError(services.speakers_range_message(data))
+        return data
+
+    def to_representation(self, value: int) -> int:
+        return value
+
+
 TASKS = list(Transcription.Task.values)
 
 
@@ -228,6 +250,23 @@ class TranscriptionCreateInputSerializer(StrictInputSerializer):
         default=None,
         help_text="Skip silence before decoding; omitted or null: the server's setting.",
     )
+    diarize = strict_boolean_field(
+        "diarize",
+        required=False,
+        allow_null=True,
+        default=False,
+        help_text=(
+            "Tell speakers apart: verbose_json segments (split where the speaker changes) and words get "
+            "`speaker` (`SPEAKER_00`, ...), SRT cues start with `[SPEAKER_00] `, VTT cues use `<v SPEAKER_00>`. "
+            "Costs the job's price times the diarization factor (1.5 by default), rounded up."
+        ),
+    )
+    speakers = SpeakersField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="With `diarize`: how many speakers there are, 1 to 20, when you know; omitted or null: found.",
+    )
 
 
 # --- Output serializers ------------------------------------------------------------
@@ -237,6 +276,7 @@ class TranscriptionSegmentOutputSerializer(serializers.Serializer):
     start = serializers.FloatField(help_text="Seconds.")
     end = serializers.FloatField(help_text="Seconds.")
     text = serializers.CharField()
+    speaker = serializers.CharField(required=False, help_text="`SPEAKER_00`, `SPEAKER_01`, ... (diarize only).")
 
 
 class TranscriptionDataOutputSerializer(serializers.Serializer):
@@ -437,6 +477,10 @@ class TranscriptionViewSet(PublicReadMixin, viewsets.ViewSet):
                 (400, f"Invalid prompt: at most {services.PROMPT_MAX_CHARS} characters"),
                 (400, "Invalid task: summarize. Must be one of: transcribe, translate"),
                 (400, "Invalid task: translate. Model ggml-tiny.en is English-only"),
+                (400, "Invalid diarize: must be true or false"),
+                (400, services.speakers_range_message(0)),
+                (400, f"Invalid speakers: must be a whole number from 1 to {engine.MAX_SPEAKERS}"),
+                (400, services.SPEAKERS_WITHOUT_DIARIZE_MESSAGE),
                 (400, "File conversion failed: no audio stream"),
                 *AUTH_ERRORS,
                 (404, FILE_NOT_FOUND_MESSAGE),
@@ -484,6 +528,8 @@ class TranscriptionViewSet(PublicReadMixin, viewsets.ViewSet):
                 prompt=data["prompt"],
                 task=data["task"],
                 vad_filter=data["vad_filter"],
+                diarize=bool(data["diarize"]),
+                speakers=data["speakers"],
             ),
         )
         return Response(TranscriptionCreateOutputSerializer({"transcriptions": jobs}).data)

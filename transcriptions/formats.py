@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from transcriptions.subtitles import build_cues, format_timestamp, render_srt, render_vtt
+from transcriptions.subtitles import SRT_SPEAKER_LABEL, build_cues, format_timestamp, render_srt, render_vtt
 
 __all__ = ["DEFAULT_FORMAT", "FORMATS", "UnknownFormat", "format_timestamp", "render", "verbose_json"]
 
@@ -38,7 +38,7 @@ def render(result: Any, fmt: str, *, word_timestamps: bool = False) -> dict[str,
     if fmt == "verbose_json":
         return verbose_json(result, word_timestamps=word_timestamps)
     if fmt == "srt":
-        return {"text": render_srt(build_cues(result))}
+        return {"text": render_srt(build_cues(result, label_format=SRT_SPEAKER_LABEL))}
     if fmt == "vtt":
         return {"text": render_vtt(build_cues(result))}
     raise UnknownFormat(f"Unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -51,7 +51,8 @@ def verbose_json(result: Any, *, word_timestamps: bool = False) -> dict[str, Any
     ``temperature``, ``avg_logprob``, ``compression_ratio``, ``no_speech_prob`` (OpenAI's
     fields) and its ``language`` (the result's where the segment has none), and with
     ``word_timestamps`` its ``words``: ``[{"word" (stripped), "start", "end",
-    "probability"}]`` (empty where the segment has none).
+    "probability"}]`` (empty where the segment has none). A transcript whose speakers were
+    told apart has ``speaker`` on each segment and word.
     """
     language = _field(result, "language")
     segments = []
@@ -69,16 +70,11 @@ def verbose_json(result: Any, *, word_timestamps: bool = False) -> dict[str, Any
             "no_speech_prob": _field(segment, "no_speech_prob", 0.0),
             "language": _field(segment, "language", None) or language,
         }
+        speaker = _field(segment, "speaker", None)
+        if speaker is not None:
+            rendered["speaker"] = speaker
         if word_timestamps:
-            rendered["words"] = [
-                {
-                    "word": str(_field(word, "word", "")).strip(),
-                    "start": float(_field(word, "start")),
-                    "end": float(_field(word, "end")),
-                    "probability": _field(word, "probability"),
-                }
-                for word in _field(segment, "words", None) or ()
-            ]
+            rendered["words"] = [_word(word) for word in _field(segment, "words", None) or ()]
         segments.append(rendered)
     duration = _field(result, "duration")
     if duration is None:
@@ -91,6 +87,19 @@ def verbose_json(result: Any, *, word_timestamps: bool = False) -> dict[str, Any
         "duration": duration,
         "task": _field(result, "task", None) or "transcribe",
     }
+
+
+def _word(word: Any) -> dict[str, Any]:
+    rendered = {
+        "word": str(_field(word, "word", "")).strip(),
+        "start": float(_field(word, "start")),
+        "end": float(_field(word, "end")),
+        "probability": _field(word, "probability"),
+    }
+    speaker = _field(word, "speaker", None)
+    if speaker is not None:
+        rendered["speaker"] = speaker
+    return rendered
 
 
 def _field(obj: Any, name: str, default: Any = None) -> Any:

@@ -44,6 +44,10 @@ class Transcription(models.Model):
     temperature = models.FloatField(
         null=True, blank=True, help_text="First sampling temperature (OpenAI route); empty: the default schedule."
     )
+    diarize = models.BooleanField(default=False, help_text="Segments and words say which speaker said them.")
+    speakers = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="How many speakers there are (diarize); empty: found from the audio."
+    )
     format = models.CharField(max_length=16, choices=Format.choices)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)
@@ -73,6 +77,10 @@ class Transcription(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(cost__gte=0), name="transcription_cost_gte_0"),
+            models.CheckConstraint(
+                condition=models.Q(speakers__isnull=True) | models.Q(speakers__gte=1, speakers__lte=20),
+                name="transcription_speakers_1_20",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -116,8 +124,15 @@ class TranscriptionUnit(models.Model):
         PROCESSING = "processing"
         DONE = "done"
 
+    class Kind(models.TextChoices):
+        # A span of the audio decoded into segments.
+        TRANSCRIBE = "transcribe"
+        # The whole file's speaker turns (a diarized batch has one, beside its other units).
+        SPEAKERS = "speakers"
+
     id = models.UUIDField(primary_key=True, default=new_uuid7, editable=False)
     batch_id = models.UUIDField()
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.TRANSCRIBE)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     file = models.ForeignKey("files.File", on_delete=models.CASCADE, related_name="+")
     index = models.PositiveIntegerField(help_text="Position in the batch's audio, from 0.")
@@ -131,7 +146,8 @@ class TranscriptionUnit(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="Times a worker claimed it.")
     # When its last queue message was sent: the recovery sends another for an old one.
     queued_at = models.DateTimeField(null=True, blank=True)
-    # Its segments, times from the start of the file, with its language (done units only).
+    # Its segments, times from the start of the file, with its language (done units only);
+    # a speakers unit's {"turns": [{"start", "end", "speaker"}]}.
     result = models.JSONField(null=True, blank=True)
     # The engine's windows of speech it decodes in one batch ([{"start", "end", "speech"}]);
     # null: the span start-end is decoded as one piece of audio.

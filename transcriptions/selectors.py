@@ -73,9 +73,12 @@ def transcription_queue_positions(*, batch_ids: Iterable[uuid.UUID]) -> dict[uui
     served: defaultdict[Any, float] = defaultdict(float, unit_served_seconds(now=now))
     # Each user's work, oldest job first: (created_at, batch_id, position in the batch, seconds, starts it).
     work: defaultdict[Any, list[tuple[dt.datetime, str, int, float, bool]]] = defaultdict(list)
-    for owner, created_at, batch_id, index, start, end in TranscriptionUnit.objects.filter(
-        status=TranscriptionUnit.Status.PENDING
-    ).values_list("owner_id", "created_at", "batch_id", "index", "start", "end"):
+    # A speakers unit is not in the fair order (it has a message of its own).
+    for owner, created_at, batch_id, index, start, end in (
+        TranscriptionUnit.objects.filter(status=TranscriptionUnit.Status.PENDING)
+        .exclude(kind=TranscriptionUnit.Kind.SPEAKERS)
+        .values_list("owner_id", "created_at", "batch_id", "index", "start", "end")
+    ):
         work[owner].append((created_at, batch_id.hex, index, end - start, False))
     unit_seconds = settings.TRANSCRIPTION_UNIT_SECONDS
     batches = (

@@ -4,8 +4,11 @@ The rules are those of Netflix's English Timed Text Style Guide: at most 42 char
 line, at most 2 lines and at most 7 seconds a cue, at least 5/6 of a second on screen where
 the next cue leaves room, cues split at word boundaries and preferably after the end of a
 sentence, then after a clause. On top of these: a cue never spans a pause longer than
-:data:`MAX_PAUSE_SECONDS` and never mixes two languages, and no word is lost, repeated or
-changed: the words of the cues, in order, are the words of the transcript's ``text``.
+:data:`MAX_PAUSE_SECONDS` and never mixes two languages or two speakers, and no word is
+lost, repeated or changed: the words of the cues, in order, are the words of the
+transcript's ``text``. A transcript whose speakers were told apart names the speaker of
+each cue: SRT as a ``[SPEAKER_00] `` label at the start of its first line (counted in
+that line's 42 characters), WebVTT as a voice tag ``<v SPEAKER_00>``.
 
 Pure functions without Django imports. A result is anything with ``text``, ``language``,
 ``duration`` and ``segments`` (each with ``start``, ``end``, ``text``, ``language`` and
@@ -70,6 +73,8 @@ _WEAK_WORDS = frozenset("a an the of to in on at for with by from into my your h
 
 # "--->" must become "->" too, so any run of dashes before ">" is shortened at once.
 _ARROW = re.compile(r"-{2,}>")
+# How an SRT cue names its speaker, at the start of its first line.
+SRT_SPEAKER_LABEL = "[{}] "
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,7 @@ class Cue:
     start: float
     end: float
     lines: tuple[str, ...]
+    speaker: str | None = None
 
 
 @dataclass(slots=True)
@@ -91,13 +97,14 @@ class _Token:
     space_before: bool  # whether the transcript's text has whitespace before this word
     segment: int
     language: str | None
+    speaker: str | None = None
 
 
-# (text, start, end, whether whitespace precedes it, or None when unknown)
-_Piece = tuple[str, float, float, bool | None]
+# (text, start, end, whether whitespace precedes it or None when unknown, speaker)
+_Piece = tuple[str, float, float, bool | None, str | None]
 
 
-def build_cues(result: Any) -> list[Cue]:
+def build_cues(result: Any, *, label_format: str | None = None) -> list[Cue]:
     """The subtitle cues of a transcript result (attributes or a stored mapping).
 
     Words and their times come from each segment's ``words``; a segment without words
@@ -105,6 +112,9 @@ def build_cues(result: Any) -> list[Cue]:
     Chinese or Japanese longer than a line at characters. Word spacing is taken from the
     result's ``text``, so that the cues' words are exactly that text's words; words of
     scripts written without spaces are joined without one.
+
+    ``label_format`` (``SRT_SPEAKER_LABEL``): how the text of a cue with a speaker begins,
+    which its first line makes room for.
     """
     tokens = _tokens(result)
     duration = _field(result, "duration")
@@ -113,7 +123,8 @@ def build_cues(result: Any) -> list[Cue]:
     for first, last in _blocks(tokens):
         block = tokens[first:last]
         max_chars = _limits(block[0].language)[0]
-        for i, j, lines in _BlockSplitter(block, max_chars).split():
+        indent = len(label_format.format(block[0].speaker)) if label_format and block[0].speaker else 0
+        for i, j, lines in _BlockSplitter(block, max_chars, indent).split():
             spans.append((first + i, first + j, lines))
     return _timed_cues(tokens, spans, audio_end)
 
@@ -127,7 +138,10 @@ def render_srt(cues: Sequence[Cue]) -> str:
     blocks = []
     for number, cue in enumerate(cues, start=1):
         timing = f"{format_timestamp(cue.start, ',')} --> {format_timestamp(cue.end, ',')}"
-        text = "\n".join(_ARROW.sub("->", line) for line in cue.lines)
+        lines = list(cue.lines)
+        if cue.speaker:
+            lines[0] = SRT_SPEAKER_LABEL.format(cue.speaker) + lines[0]
+        text = "\n".join(_ARROW.sub("->", line) for line in lines)
         blocks.append(f"{number}\n{timing}\n{text}")
     return "\n\n".join(blocks)
 
@@ -142,7 +156,9 @@ def render_vtt(cues: Sequence[Cue]) -> str:
     blocks = ["WEBVTT"]
     for cue in cues:
         timing = f"{format_timestamp(cue.start, '.')} --> {format_timestamp(cue.end, '.')}"
-        blocks.append(timing + "\n" + "\n".join(_escape_vtt(line) for line in cue.lines))
+        # A voice span: WebVTT's own way of naming who speaks (its end tag may be left out).
+        voice = f"<v {_escape_vtt(cue.speaker)}>" if cue.speaker else ""
+        blocks.append(timing + "\n" + voice + "\n".join(_escape_vtt(line) for line in cue.lines))
     return "\n\n".join(blocks)
 
 
@@ -217,42 +233,46 @@ def _tokens(result: Any) -> list[_Token]:
     tokens: list[_Token] = []
     flags = iter(spacing)
     for index, pieces in enumerate(chosen):
-        for text, start, end, _ in pieces:
-            tokens.append(_Token(text, start, end, next(flags), index, languages[index]))
+        for text, start, end, _, speaker in pieces:
+            tokens.append(_Token(text, start, end, next(flags), index, languages[index], speaker))
     _make_monotonic(tokens)
     return _whole_words(tokens)
 
 
 def _segment_pieces(segment: Any, language: str | None, *, use_words: bool) -> list[_Piece]:
     words = _field(segment, "words") if use_words else None
+    speaker = _field(segment, "speaker")
     if words:
         pieces: list[_Piece] = []
         for word in words:
             raw = str(_field(word, "word", "") or "")
             # The engine's words keep Whisper's leading space; stored (stripped) ones do not say.
             leading: bool | None = True if raw[:1].isspace() else (None if isinstance(word, Mapping) else False)
-            pieces.extend(
-                _split_at_whitespace(raw, _seconds(_field(word, "start")), _seconds(_field(word, "end")), leading)
-            )
+            start, end = _seconds(_field(word, "start")), _seconds(_field(word, "end"))
+            pieces.extend(_split_at_whitespace(raw, start, end, leading, _field(word, "speaker") or speaker))
         return pieces
     start = _seconds(_field(segment, "start", 0.0))
     end = max(start, _seconds(_field(segment, "end", start)))
     text = str(_field(segment, "text", "") or "")
     max_chars = _limits(language)[0]
     pieces = []
-    for piece in _split_at_whitespace(text, start, end, None):
+    for piece in _split_at_whitespace(text, start, end, None, speaker):
         if len(piece[0]) > max_chars and any(_is_cjk(ch) for ch in piece[0]):
-            pieces.extend(_interpolate(_split_cjk(piece[0]), piece[1], piece[2], piece[3]))
+            pieces.extend(_interpolate(_split_cjk(piece[0]), piece[1], piece[2], piece[3], speaker))
         else:
             pieces.append(piece)
     return pieces
 
 
-def _split_at_whitespace(raw: str, start: float, end: float, leading: bool | None) -> list[_Piece]:
-    return _interpolate(raw.split(), start, end, leading)
+def _split_at_whitespace(
+    raw: str, start: float, end: float, leading: bool | None, speaker: str | None = None
+) -> list[_Piece]:
+    return _interpolate(raw.split(), start, end, leading, speaker)
 
 
-def _interpolate(parts: list[str], start: float, end: float, leading: bool | None) -> list[_Piece]:
+def _interpolate(
+    parts: list[str], start: float, end: float, leading: bool | None, speaker: str | None = None
+) -> list[_Piece]:
     """Give each part a share of start..end in proportion to its characters."""
     total = sum(len(part) for part in parts)
     end = max(start, end)
@@ -261,7 +281,9 @@ def _interpolate(parts: list[str], start: float, end: float, leading: bool | Non
     for index, part in enumerate(parts):
         part_start = start + (end - start) * done / total
         done += len(part)
-        pieces.append((part, part_start, start + (end - start) * done / total, leading if index == 0 else True))
+        pieces.append(
+            (part, part_start, start + (end - start) * done / total, leading if index == 0 else True, speaker)
+        )
     return pieces
 
 
@@ -306,7 +328,7 @@ def _align(pieces: Iterable[_Piece], reference: str) -> list[bool] | None:
 def _own_spacing(pieces: list[_Piece]) -> list[bool]:
     spacing = []
     previous = ""
-    for text, _, _, leading in pieces:
+    for text, _, _, leading, _ in pieces:
         if leading is None:
             # Unknown: a space between words, none between two characters of a script
             # written without spaces.
@@ -379,12 +401,16 @@ def _is_spaceless(ch: str) -> bool:
 
 
 def _blocks(tokens: list[_Token]) -> list[tuple[int, int]]:
-    """Runs of tokens no cue may cross: split at pauses and where the language changes."""
+    """Runs of tokens no cue may cross: split at pauses and where the language or the speaker changes."""
     blocks = []
     first = 0
     for index in range(1, len(tokens)):
         previous, token = tokens[index - 1], tokens[index]
-        if token.start - previous.end > MAX_PAUSE_SECONDS or token.language != previous.language:
+        if (
+            token.start - previous.end > MAX_PAUSE_SECONDS
+            or token.language != previous.language
+            or token.speaker != previous.speaker
+        ):
             blocks.append((first, index))
             first = index
     if tokens:
@@ -400,12 +426,14 @@ class _BlockSplitter:
     words evenly) and for being very short, plus the cost of its best line break (lines as
     even as possible, breaking after punctuation or before a conjunction). A cue of one
     word is always allowed, even one longer than a line or than MAX_CUE_SECONDS, so there
-    is always a solution.
+    is always a solution. ``indent``: characters the first line of each cue starts with
+    (its speaker's label), which it makes room for.
     """
 
-    def __init__(self, tokens: list[_Token], max_chars: int) -> None:
+    def __init__(self, tokens: list[_Token], max_chars: int, indent: int = 0) -> None:
         self.tokens = tokens
         self.max_chars = max_chars
+        self.indent = indent
         self.chars = [0]
         self.spaces = [0]
         for token in tokens:
@@ -420,11 +448,11 @@ class _BlockSplitter:
     def line_break(self, first: int, last: int) -> tuple[float, int | None] | None:
         """The cost and position (last token of line 1; None for one line) of the best way
         to set tokens first..last in at most two lines, or None when they do not fit."""
-        if first == last or self.length(first, last) <= self.max_chars:
+        if first == last or self.length(first, last) + self.indent <= self.max_chars:
             return 0.0, None
         best: tuple[float, int | None] | None = None
         for split in range(first, last):
-            top, bottom = self.length(first, split), self.length(split + 1, last)
+            top, bottom = self.length(first, split) + self.indent, self.length(split + 1, last)
             # A word longer than a line is allowed alone on its line.
             if (top > self.max_chars and split > first) or (bottom > self.max_chars and split + 1 < last):
                 continue
@@ -512,7 +540,7 @@ def _timed_cues(tokens: list[_Token], spans: list[tuple[int, int, tuple[str, ...
         reading = sum(len(line) for line in lines) / _limits(tokens[first].language)[1]
         wanted = max(start + MIN_CUE_SECONDS, min(start + reading, spoken_end + LINGER_SECONDS))
         end = max(spoken_end, min(wanted, next_start, start + MAX_CUE_SECONDS))
-        cues.append(Cue(start, end, lines))
+        cues.append(Cue(start, end, lines, tokens[first].speaker))
     return cues
 
 

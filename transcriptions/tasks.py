@@ -48,6 +48,22 @@ def transcription_run_unit_task(self: Task) -> None:
     services.transcription_unit_run_next(claim_token=self.request.id)
 
 
+# The speaker turns of one diarized batch's file (services.units, "Speakers"): its own
+# message, timed for the whole file. acks_late + reject_on_worker_lost and DATABASE_RETRY
+# as above: the same task id retakes the speakers unit it held.
+@shared_task(
+    name="transcriptions.run_speakers",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    **DATABASE_RETRY,
+)
+def transcription_speakers_task(self: Task, unit_id: str) -> None:
+    """Find the speakers of one batch's file under this task's id as claim token."""
+    services.transcription_speakers_run(unit_id=uuid.UUID(unit_id), claim_token=self.request.id)
+
+
 # Sent by Celery beat (settings.CELERY_BEAT_SCHEDULE). Acknowledged on receipt: a lost run
 # is simply replaced by the next one.
 @shared_task(name="transcriptions.requeue_stuck", ignore_result=True)

@@ -27,6 +27,8 @@ IDLE_CHECK_MAX_SECONDS = 60.0
 
 _cache: engine.ModelCache | None = None
 _cache_lock = threading.Lock()
+# The speaker models, loaded by the first diarized job of this process.
+_diarizer: engine.Diarizer | None = None
 # The pool size of the worker this process belongs to, recorded by the main process at
 # worker_init and inherited by the pool processes it forks. None outside a worker.
 _worker_concurrency: int | None = None
@@ -55,6 +57,15 @@ def model_cache() -> engine.ModelCache:
         return _cache
 
 
+def diarizer() -> engine.Diarizer:
+    """This process's speaker diarizer, its models loaded (and their SHA-256 checked) on first use."""
+    global _diarizer
+    with _cache_lock:
+        if _diarizer is None:
+            _diarizer = engine.Diarizer(threads=cpu_threads(), similarity=settings.DIARIZATION_SIMILARITY)
+        return _diarizer
+
+
 def on_worker_init(sender: Any = None, **kwargs: Any) -> None:
     """Celery ``worker_init`` (main process, before the pool forks): note the pool size."""
     global _worker_concurrency
@@ -70,9 +81,10 @@ def on_worker_process_init(**kwargs: Any) -> None:
     ready, less than a large model takes to load. A job that arrives meanwhile waits for the
     same load (the cache loads each model once) instead of starting another.
     """
-    global _cache
+    global _cache, _diarizer
     # Each process loads its own models (the main process never loads any, but be sure).
     _cache = None
+    _diarizer = None
     if worker_consumes(settings.TRANSCRIPTION_QUEUE) is False:
         return  # a conversion worker: it never transcribes, a model would only take memory
     threading.Thread(target=_warm_and_unload_idle, name="whisper-models", daemon=True).start()

@@ -427,6 +427,11 @@ TRANSCRIPTION_BATCH_SIZE = env_int("TRANSCRIPTION_BATCH_SIZE", 8, minimum=1)
 # How often at most a decoding writes its jobs' progress and checks that they were not
 # cancelled (docs/transcription.md, "Progress and cancelling").
 TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS = env_float("TRANSCRIPTION_PROGRESS_INTERVAL_SECONDS", 1.0, minimum=0.0)
+# Speakers (docs/transcription.md, "Speakers"): a job with diarize costs its price times
+# DIARIZATION_PRICE_FACTOR, rounded up; two turns are one speaker while their voice
+# prints' cosine similarity is at least DIARIZATION_SIMILARITY (lower: fewer speakers).
+DIARIZATION_PRICE_FACTOR = env_float("DIARIZATION_PRICE_FACTOR", 1.5, minimum=0.0)
+DIARIZATION_SIMILARITY = env_float("DIARIZATION_SIMILARITY", 0.55, minimum=0.0)
 TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS = env_int("TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS", 600, minimum=1)
 # Recovery of jobs left behind by a lost worker or a lost queue (requeue_stuck), run
 # by Celery beat every TRANSCRIPTION_RECOVERY_INTERVAL_SECONDS; a pending job is sent

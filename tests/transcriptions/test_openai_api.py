@@ -154,7 +154,7 @@ def test_a_body_refused_before_the_view_is_an_openai_error_there_only(key_client
         (
             {"response_format": "txt"},
             "response_format",
-            "Invalid response_format: txt. Must be one of: json, text, srt, verbose_json, vtt",
+            "Invalid response_format: txt. Must be one of: json, text, srt, verbose_json, vtt, diarized_json",
         ),
         ({"temperature": "2"}, "temperature", "Invalid temperature: must be a number from 0 to 1"),
         ({"temperature": "warm"}, "temperature", "Invalid temperature: must be a number from 0 to 1"),

@@ -10,7 +10,9 @@ can run and be tested without Django configured; the transcriptions app passes i
 - :mod:`.inference`: :func:`transcribe`, one audio file to a :class:`TranscriptResult`;
 - :mod:`.windows`: a recording cut into windows of speech (:func:`plan_windows`), windows
   decoded in batches (:func:`transcribe_windows`) and merged into one result
-  (:func:`merge_windows`), for work shared between workers.
+  (:func:`merge_windows`), for work shared between workers;
+- :mod:`.diarization`: who spoke when (:class:`Diarizer`, ONNX models run by sherpa-onnx);
+- :mod:`.speakers`: a transcript labelled with those speakers (:func:`with_speakers`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from transcriptions.engine.cache import (
     default_compute_type,
     default_cpu_threads,
 )
+from transcriptions.engine.diarization import MAX_SPEAKERS, Diarizer, SpeakerTurn
 from transcriptions.engine.errors import (
     EngineError,
     InvalidLanguage,
@@ -54,6 +57,7 @@ from transcriptions.engine.models import (
     is_valid_model_folder,
     resolve_model_path,
 )
+from transcriptions.engine.speakers import speaker_label, turns_from_json, turns_json, with_speakers
 from transcriptions.engine.windows import (
     MAX_WINDOW_SECONDS,
     Window,
@@ -69,11 +73,13 @@ __all__ = [
     "DEFAULT_CPU_COMPUTE_TYPE",
     "DEFAULT_CUDA_COMPUTE_TYPE",
     "DEFAULT_TEMPERATURES",
+    "MAX_SPEAKERS",
     "MAX_WINDOW_SECONDS",
     "MODEL_NAME_PATTERN",
     "SAMPLING_RATE",
     "TASKS",
     "BundledModel",
+    "Diarizer",
     "EngineError",
     "InvalidLanguage",
     "InvalidTask",
@@ -83,6 +89,7 @@ __all__ = [
     "ModelIntegrityError",
     "PackageFile",
     "Segment",
+    "SpeakerTurn",
     "TranscriptResult",
     "UnknownModel",
     "Window",
@@ -100,10 +107,14 @@ __all__ = [
     "merge_windows",
     "plan_windows",
     "resolve_model_path",
+    "speaker_label",
     "supported_languages",
     "temperature_schedule",
     "transcribe",
     "transcribe_windows",
+    "turns_from_json",
+    "turns_json",
     "validate_language",
     "validate_task",
+    "with_speakers",
 ]

@@ -20,7 +20,7 @@ class UnknownModel(EngineError, LookupError):
 
 
 class ModelIntegrityError(EngineError):
-    """A bundled model's package file is not the one this code pins (its SHA-256 differs)."""
+    """A bundled model's package file, or a speaker model, is not the one this code pins (its SHA-256 differs)."""
 
 
 class ModelDownloadError(EngineError):

@@ -43,6 +43,8 @@ class Word:
     start: float
     end: float
     probability: float
+    # Who said it (``SPEAKER_00``, ...), once speakers are told apart (engine.speakers).
+    speaker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class Segment:
     avg_logprob: float = 0.0
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
+    # Who says it (``SPEAKER_00``, ...), once speakers are told apart (engine.speakers).
+    speaker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
     extend_schema_serializer,
@@ -150,6 +151,22 @@ class AudioTranslationInputSerializer(serializers.Serializer):
 class AudioTranscriptionInputSerializer(AudioTranslationInputSerializer):
     """OpenAI's ``/audio/transcriptions`` form; any other field is ignored, as OpenAI's clients expect."""
 
+    response_format = serializers.ChoiceField(
+        choices=services.TRANSCRIPTION_RESPONSE_FORMATS,
+        required=False,
+        default="json",
+        error_messages={
+            "invalid_choice": (
+                "Invalid response_format: {input}. Must be one of: "
+                + ", ".join(services.TRANSCRIPTION_RESPONSE_FORMATS)
+            ),
+        },
+        help_text=(
+            "`json` (default), `text`, `srt`, `verbose_json`, `vtt`, or `diarized_json`: segments with "
+            "their `speaker` (`A`, `B`, ...), priced as a job that tells speakers apart."
+        ),
+    )
+
     language = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -230,6 +247,24 @@ class OpenAIWordOutputSerializer(serializers.Serializer):
     end = serializers.FloatField(help_text="Seconds.")
 
 
+class OpenAIDiarizedSegmentOutputSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text="Always `transcript.text.segment`.")
+    id = serializers.CharField(help_text="`seg_0`, `seg_1`, ...")
+    start = serializers.FloatField(help_text="Seconds.")
+    end = serializers.FloatField(help_text="Seconds.")
+    text = serializers.CharField()
+    speaker = serializers.CharField(help_text="`A`, `B`, ... in order of first appearance.")
+
+
+class OpenAIDiarizedOutputSerializer(serializers.Serializer):
+    """`diarized_json`: as OpenAI's diarizing transcription model answers."""
+
+    task = serializers.CharField(help_text="Always `transcribe`.")
+    duration = serializers.FloatField(help_text="Seconds of audio.")
+    text = serializers.CharField()
+    segments = OpenAIDiarizedSegmentOutputSerializer(many=True)
+
+
 class OpenAITranscriptionOutputSerializer(serializers.Serializer):
     """`json`: `{"text"}`. `verbose_json`: also task, language, duration, and segments and/or words."""
 
@@ -296,7 +331,7 @@ def _audio_errors(*extra: tuple[int, str, str | None, str | None]) -> dict[tuple
         ),
         (
             400,
-            "Invalid response_format: txt. Must be one of: json, text, srt, verbose_json, vtt",
+            "Invalid response_format: txt. Must be one of: json, text, srt, verbose_json, vtt, diarized_json",
             None,
             "response_format",
         ),
@@ -335,6 +370,17 @@ AUDIO_RESPONSES = {
         response=OpenApiTypes.STR, description="`text`, `srt` and `vtt`: the text, or the subtitle file."
     ),
 }
+TRANSCRIPTION_RESPONSES = {
+    **AUDIO_RESPONSES,
+    (200, JSON): OpenApiResponse(
+        response=PolymorphicProxySerializer(
+            component_name="OpenAITranscriptionOrDiarized",
+            serializers=[OpenAITranscriptionOutputSerializer, OpenAIDiarizedOutputSerializer],
+            resource_type_field_name=None,
+        ),
+        description="`json` and `verbose_json`: the transcript; `diarized_json`: its segments with their speaker.",
+    ),
+}
 AUDIO_DESCRIPTION = (
     "OpenAI-compatible: point an OpenAI client at `http://HOST:PORT/api/v1` with one of your API keys. "
     "The upload becomes one of your files and the transcription one ordinary job (`GET /transcribe/:uuid`), "
@@ -364,6 +410,31 @@ EXAMPLE_VERBOSE = {
         }
     ],
     "words": [{"word": "And", "start": 0.0, "end": 0.3}, {"word": "so", "start": 0.3, "end": 0.5}],
+}
+
+
+EXAMPLE_DIARIZED = {
+    "task": "transcribe",
+    "duration": 7.5,
+    "text": "How was the trip? Long, but the view was worth it.",
+    "segments": [
+        {
+            "type": "transcript.text.segment",
+            "id": "seg_0",
+            "start": 0.0,
+            "end": 2.1,
+            "text": "How was the trip?",
+            "speaker": "A",
+        },
+        {
+            "type": "transcript.text.segment",
+            "id": "seg_1",
+            "start": 2.6,
+            "end": 7.5,
+            "text": "Long, but the view was worth it.",
+            "speaker": "B",
+        },
+    ],
 }
 
 
@@ -452,7 +523,7 @@ class AudioTranscriptionViewSet(OpenAIViewMixin, viewsets.ViewSet):
         tags=["openai"],
         request={"multipart/form-data": AudioTranscriptionInputSerializer},
         responses={
-            **AUDIO_RESPONSES,
+            **TRANSCRIPTION_RESPONSES,
             **_audio_errors(
                 (400, "Invalid language: de. Model ggml-tiny.en supports only: en", None, "language"),
                 (
@@ -466,6 +537,7 @@ class AudioTranscriptionViewSet(OpenAIViewMixin, viewsets.ViewSet):
         examples=[
             OpenApiExample("json", value={"text": EXAMPLE_VERBOSE["text"]}, response_only=True, status_codes=["200"]),
             OpenApiExample("verbose_json", value=EXAMPLE_VERBOSE, response_only=True, status_codes=["200"]),
+            OpenApiExample("diarized_json", value=EXAMPLE_DIARIZED, response_only=True, status_codes=["200"]),
         ],
     )
     def create(self, request: Request) -> HttpResponse:

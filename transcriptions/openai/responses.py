@@ -4,7 +4,11 @@
 - ``text``, ``srt``, ``vtt``: the text or the subtitle file, as ``text/plain``;
 - ``verbose_json``: ``{"task", "language" (English name), "duration", "text", "segments",
   "words"}``, with ``segments`` unless only ``word`` was asked and ``words`` only when it
-  was, as OpenAI answers.
+  was, as OpenAI answers;
+- ``diarized_json``: ``{"task", "duration", "text", "segments"}`` as OpenAI's diarizing
+  model answers, each segment ``{"type": "transcript.text.segment", "id", "start", "end",
+  "text", "speaker"}`` with speakers named ``A``, ``B``, ... in order of first appearance
+  (OpenAI's names; the native API's ``SPEAKER_00`` is ``A``).
 
 The job's ``verbose_json`` is the native API's: segments with ``id``, ``seek``, ``start``,
 ``end``, ``text``, ``tokens``, ``temperature``, ``avg_logprob``, ``compression_ratio``,
@@ -66,6 +70,42 @@ def verbose_json(job: Transcription, request: AudioRequest) -> dict[str, Any]:
     return body
 
 
+def _openai_speaker(name: str | None) -> str:
+    """OpenAI's name of a speaker: ``SPEAKER_00`` -> ``A``, ``SPEAKER_01`` -> ``B``, ..."""
+    try:
+        number = int(str(name).rsplit("_", 1)[-1])
+    except ValueError:
+        return str(name)
+    letters = ""
+    number += 1
+    while number:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
+
+
+def diarized_json(job: Transcription) -> dict[str, Any]:
+    """The ``diarized_json`` answer from a completed ``verbose_json`` job that told speakers apart."""
+    data = job.data or {}
+    stored = formats.verbose_json(data)
+    return {
+        "task": data.get("task") or job.task,
+        "duration": float(data["duration"] if "duration" in data else job.file.duration),
+        "text": stored["text"],
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{index}",
+                "start": segment["start"],
+                "end": segment["end"],
+                "text": segment["text"],
+                "speaker": _openai_speaker(segment.get("speaker", "SPEAKER_00")),
+            }
+            for index, segment in enumerate(stored["segments"])
+        ],
+    }
+
+
 def _plain_text(text: str) -> HttpResponse:
     # One final newline, as OpenAI's text answers end.
     return HttpResponse(text.rstrip("\n") + "\n", content_type=TEXT_CONTENT_TYPE)
@@ -79,5 +119,7 @@ def openai_transcription_response(job: Transcription, request: AudioRequest) -> 
         return JsonResponse({"text": data.get("text", "")}, json_dumps_params=UNICODE_JSON)
     if fmt == "verbose_json":
         return JsonResponse(verbose_json(job, request), json_dumps_params=UNICODE_JSON)
+    if fmt == "diarized_json":
+        return JsonResponse(diarized_json(job), json_dumps_params=UNICODE_JSON)
     # text from verbose_json's text; srt and vtt store the whole file as their text.
     return _plain_text(data.get("text", ""))

@@ -23,6 +23,8 @@ from transcriptions.openai.errors import INSUFFICIENT_QUOTA, OpenAIError
 from transcriptions.openai.selectors import WHISPER_1, openai_model_list
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+# Transcriptions also answer OpenAI's diarizing model's format: segments with their speaker.
+TRANSCRIPTION_RESPONSE_FORMATS = (*RESPONSE_FORMATS, "diarized_json")
 GRANULARITIES = ("segment", "word")
 # The job each response format is answered from: json and text are read from verbose_json.
 JOB_FORMATS = {
@@ -31,6 +33,7 @@ JOB_FORMATS = {
     "verbose_json": "verbose_json",
     "srt": "srt",
     "vtt": "vtt",
+    "diarized_json": "verbose_json",
 }
 # Polling the job's row: often at first (short clips end within a second or two), then
 # every half second; each poll is one indexed primary-key read.
@@ -53,6 +56,10 @@ class AudioRequest:
     @property
     def words(self) -> bool:
         return "word" in self.granularities
+
+    @property
+    def diarize(self) -> bool:
+        return self.response_format == "diarized_json"
 
 
 def openai_model_resolve(*, name: str) -> str:
@@ -94,7 +101,8 @@ def openai_transcription_create(*, user: User, part: StreamedUpload, request: Au
     upload is the files app's (same bytes already owned: that file; refusals such as
     ``unsupported_content_type`` or ``quota_exceeded`` are OpenAI errors on ``file``), and
     the job an ordinary one of the format the answer is read from (``verbose_json`` for
-    json, text and verbose_json), with word timestamps when ``word`` is asked.
+    json, text, verbose_json and diarized_json), with word timestamps when ``word`` is
+    asked and speakers told apart (priced as such) for diarized_json.
     """
     model = openai_model_resolve(name=request.model)
     options = services.TranscriptOptions(
@@ -102,6 +110,7 @@ def openai_transcription_create(*, user: User, part: StreamedUpload, request: Au
         prompt=request.prompt,
         task=request.task,
         temperature=request.temperature,
+        diarize=request.diarize,
     )
     # Before the upload is stored: a refused request leaves no file behind.
     services.transcription_request_check(model=model, language=request.language, options=options)

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from transcriptions.services.jobs import (
     ALREADY_FINISHED_MESSAGE,
+    MIN_SPEAKERS,
     NOT_FOUND_OR_DENIED_MESSAGE,
     PROMPT_MAX_CHARS,
+    SPEAKERS_WITHOUT_DIARIZE_MESSAGE,
     TranscriptOptions,
     conversion_failed_message,
     pending_quota_message,
+    speakers_range_message,
     transcription_batches_enqueue,
     transcription_cancel,
     transcription_create,
@@ -37,6 +40,7 @@ from transcriptions.services.runs import (
     transcription_pending_fail,
 )
 from transcriptions.services.units import (
+    transcription_speakers_run,
     transcription_unit_claim,
     transcription_unit_run_next,
     transcription_units_requeue_stuck,
@@ -47,13 +51,16 @@ from transcriptions.services.units import (
 
 __all__ = [
     "ALREADY_FINISHED_MESSAGE",
+    "MIN_SPEAKERS",
     "NOT_FOUND_OR_DENIED_MESSAGE",
     "PROMPT_MAX_CHARS",
+    "SPEAKERS_WITHOUT_DIARIZE_MESSAGE",
     "TranscriptOptions",
     "audio_seconds",
     "conversion_failed_message",
     "job_cost",
     "pending_quota_message",
+    "speakers_range_message",
     "time_limits",
     "transcription_batch_complete",
     "transcription_batch_fail",
@@ -68,6 +75,7 @@ __all__ = [
     "transcription_request_check",
     "transcription_requeue",
     "transcription_requeue_stuck",
+    "transcription_speakers_run",
     "transcription_unit_claim",
     "transcription_unit_run_next",
     "transcription_units_requeue_stuck",

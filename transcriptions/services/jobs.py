@@ -33,6 +33,13 @@ Status = Transcription.Status
 NOT_FOUND_OR_DENIED_MESSAGE = "Transcription not found or access denied"
 # The longest prompt taken: Whisper keeps at most 223 prompt tokens (half its context) anyway.
 PROMPT_MAX_CHARS = 1000
+MIN_SPEAKERS = 1
+SPEAKERS_WITHOUT_DIARIZE_MESSAGE = "Invalid speakers: only with diarize: true"
+
+
+def speakers_range_message(value: object) -> str:
+    """The 400 of a ``speakers`` outside 1-20 (or not a whole number)."""
+    return f"Invalid speakers: {value}. Must be from {MIN_SPEAKERS} to {engine.MAX_SPEAKERS}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,9 @@ class TranscriptOptions:
     vad_filter: bool | None = None
     # None: faster-whisper's fallback schedule from 0.0; t: the schedule from t (OpenAI's meaning).
     temperature: float | None = None
+    # Segments and words say which speaker said them; ``speakers``: how many (None: found).
+    diarize: bool = False
+    speakers: int | None = None
 
 
 def pending_quota_message() -> str:
@@ -101,7 +111,7 @@ def _task_for_model(task: str, model: str) -> str:
 def transcription_request_check(
     *, model: str | None, language: str | None, options: TranscriptOptions
 ) -> tuple[str, str, str]:
-    """The checks of a request that need no file, in order: the model, the language, the task, the prompt.
+    """The checks of a request that need no file, in order: the model, the language, the task, the prompt, speakers.
 
     Returns the model's name (``None``: the default model), the language code to use
     ("" to detect) and the task; raises :class:`ApplicationError` (a 400) otherwise.
@@ -111,6 +121,11 @@ def transcription_request_check(
     task = _task_for_model(options.task, model_name)
     if len(options.prompt) > PROMPT_MAX_CHARS:
         raise ApplicationError(f"Invalid prompt: at most {PROMPT_MAX_CHARS} characters", 400)
+    if options.speakers is not None:
+        if not MIN_SPEAKERS <= options.speakers <= engine.MAX_SPEAKERS:
+            raise ApplicationError(speakers_range_message(options.speakers), 400)
+        if not options.diarize:
+            raise ApplicationError(SPEAKERS_WITHOUT_DIARIZE_MESSAGE, 400)
     return model_name, language_code, task
 
 
@@ -128,7 +143,7 @@ def transcription_create(
     Checked in this order: the model (an installed one; ``None`` is the default model), the
     language (a Whisper code the model can use; ``None`` or empty means detect, which an
     English-only model does not need), then the task (``translate`` needs a multilingual
-    model), then the file (the user's own audio or video, not
+    model), the prompt, ``speakers`` (1-20, only with ``diarize``), then the file (the user's own audio or video, not
     failed), then ``USER_PENDING_JOB_QUOTA``: the user's jobs pending or processing, with
     the new ones, must stay within it (else 429, no job created). A file still converting
     is fine: its jobs wait for it. Asking twice for one format is one job.
@@ -166,6 +181,8 @@ def transcription_create(
                 prompt=options.prompt,
                 vad_filter=options.vad_filter,
                 temperature=options.temperature,
+                diarize=options.diarize,
+                speakers=options.speakers,
                 audio_seconds=seconds,
             )
             for fmt in wanted

@@ -19,9 +19,17 @@ def audio_seconds(duration: float) -> int:
     return math.ceil(round(max(0.0, duration), 3))
 
 
-def job_cost(*, duration: float, price_multiplier: Decimal) -> int:
-    """Tokens for one job: ceil(ceil(duration) x price_multiplier), in exact decimal arithmetic."""
+def job_cost(*, duration: float, price_multiplier: Decimal, diarize: bool = False) -> int:
+    """Tokens for one job: ceil(ceil(duration) x price_multiplier), in exact decimal arithmetic.
+
+    A job that tells speakers apart costs that times ``DIARIZATION_PRICE_FACTOR``, rounded up
+    again: ceil(ceil(ceil(duration) x price_multiplier) x factor).
+    """
     cost = (Decimal(audio_seconds(duration)) * Decimal(price_multiplier)).to_integral_value(rounding=ROUND_CEILING)
+    if diarize:
+        # The setting is a float: its shortest decimal form (1.5, not 1.5000000000000000001).
+        factor = Decimal(repr(float(settings.DIARIZATION_PRICE_FACTOR)))
+        cost = (cost * factor).to_integral_value(rounding=ROUND_CEILING)
     return int(cost)
 
 

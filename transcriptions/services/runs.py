@@ -125,7 +125,7 @@ def claim_and_charge(*, batch_id: uuid.UUID, claim_token: str, file: File) -> li
                 # Not charged yet (a job retaken after its worker died keeps its charge).
                 if multiplier is None:
                     multiplier = User.objects.values_list("price_multiplier", flat=True).get(pk=job.owner_id)
-                cost = job_cost(duration=file.duration, price_multiplier=multiplier)
+                cost = job_cost(duration=file.duration, price_multiplier=multiplier, diarize=job.diarize)
                 if cost > 0 and not _charge(job, cost):
                     continue
                 # What was billed, for the statistics: the measured seconds.

@@ -18,6 +18,15 @@ that fails (one unit failed, or was lost too often) has its jobs failed and refu
 (:func:`.runs.transcription_batch_fail`) and its units dropped; so do a batch's units once
 its jobs are gone (deleted).
 
+**Speakers.** A batch that tells speakers apart (``diarize``) has one more unit, of kind
+``speakers``: the whole file's speaker turns, found once so that a speaker keeps one
+name across the file. It is not claimed in the fair order but by a message of its own
+(``transcriptions.run_speakers``), whose time limits are those of the file's duration
+(the diarizer goes through the whole file in one run), and so runs beside the batch's
+other units on any free worker; the units are merged, and the turns applied to the
+transcript, when the last of them all is done (:func:`units_merge`,
+``engine.with_speakers``).
+
 **Fair order.** The next work is the oldest of the user served the fewest audio seconds
 (units processing or done, claimed in the last ``TRANSCRIPTION_FAIRNESS_WINDOW_SECONDS``);
 ties go to the user whose waiting job is oldest. Claiming a unit counts at once, so users
@@ -62,6 +71,7 @@ logger = logging.getLogger(__name__)
 
 Status = Transcription.Status
 UnitStatus = TranscriptionUnit.Status
+UnitKind = TranscriptionUnit.Kind
 # How many times a claimer tries again after another claimer took the unit it chose.
 CLAIM_TRIES = 20
 # Scripts written without spaces between words: a span's text joins the next one's directly.
@@ -238,7 +248,11 @@ def transcription_unit_claim(*, claim_token: str, now: dt.datetime | None = None
     stored). A unit lost that way ``TRANSCRIPTION_MAX_ATTEMPTS`` times fails its batch.
     """
     now = now or timezone.now()
-    own = TranscriptionUnit.objects.filter(status=UnitStatus.PROCESSING, claim_token=claim_token).first()
+    own = (
+        TranscriptionUnit.objects.filter(status=UnitStatus.PROCESSING, claim_token=claim_token)
+        .exclude(kind=UnitKind.SPEAKERS)
+        .first()
+    )
     if own is not None:
         if own.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
             _fail_batch(
@@ -298,6 +312,7 @@ def _owners_in_fair_order(*, now: dt.datetime) -> list[Any]:
     oldest: dict[Any, dt.datetime] = {}
     for rows in (
         TranscriptionUnit.objects.filter(status=UnitStatus.PENDING)
+        .exclude(kind=UnitKind.SPEAKERS)
         .values("owner_id")
         .annotate(oldest=Min("created_at"))
         .values_list("owner_id", "oldest"),
@@ -312,6 +327,7 @@ def _claim_next_of(*, owner_id: Any, claim_token: str, now: dt.datetime) -> Tran
     """Claim ``owner_id``'s oldest work: a pending unit, or the batch of its oldest waiting job."""
     unit_created = (
         TranscriptionUnit.objects.filter(owner_id=owner_id, status=UnitStatus.PENDING)
+        .exclude(kind=UnitKind.SPEAKERS)
         .order_by("created_at")
         .values_list("created_at", flat=True)
         .first()
@@ -338,6 +354,7 @@ def _claim_oldest_unit_of(*, owner_id: Any, claim_token: str, now: dt.datetime) 
         unit = (
             TranscriptionUnit.objects.select_for_update(skip_locked=True)
             .filter(owner_id=owner_id, status=UnitStatus.PENDING)
+            .exclude(kind=UnitKind.SPEAKERS)
             .order_by("created_at", "batch_id", "index")
             .first()
         )
@@ -364,7 +381,8 @@ def _claim_batch(*, batch_id: uuid.UUID, claim_token: str, now: dt.datetime) -> 
 
     The cut is worked out before the claim (the VAD is not run inside a transaction); a
     batch planned before (an operator's re-queue) keeps its units, done ones included.
-    One message per other pending unit lets free workers join.
+    One message per other pending unit lets free workers join; a batch that tells speakers
+    apart gets its speakers unit last, with its own message.
     """
     first = Transcription.objects.filter(batch_id=batch_id).select_related("file").order_by("created_at").first()
     if first is None:
@@ -385,6 +403,10 @@ def _claim_batch(*, batch_id: uuid.UUID, claim_token: str, now: dt.datetime) -> 
         # the reason a user reads, refunded (a planning error must not leave it pending).
         logger.warning("Transcription batch %s could not be planned: decoded whole", batch_id.hex, exc_info=True)
         planned = [PlannedUnit(start=0.0, end=file.duration, windows=None)]
+    kinds = [UnitKind.TRANSCRIBE] * len(planned)
+    if planned and needs_speakers_unit(first):
+        planned.append(PlannedUnit(start=0.0, end=file.duration, windows=None))
+        kinds.append(UnitKind.SPEAKERS)
     with transaction.atomic():
         claimed = runs.claim_and_charge(batch_id=batch_id, claim_token=claim_token, file=file)
         if not claimed:
@@ -401,6 +423,7 @@ def _claim_batch(*, batch_id: uuid.UUID, claim_token: str, now: dt.datetime) -> 
                     owner_id=job.owner_id,
                     file_id=file.id,
                     index=index,
+                    kind=kind,
                     start=unit.start,
                     end=unit.end,
                     windows=unit.windows,
@@ -419,12 +442,13 @@ def _claim_batch(*, batch_id: uuid.UUID, claim_token: str, now: dt.datetime) -> 
                         else {}
                     ),
                 )
-                for index, unit in enumerate(planned)
+                for index, (unit, kind) in enumerate(zip(planned, kinds, strict=True))
             ],
             ignore_conflicts=True,
         )
-        pending = TranscriptionUnit.objects.filter(batch_id=batch_id, status=UnitStatus.PENDING).count()
-        transcription_units_enqueue(count=pending)
+        pending = TranscriptionUnit.objects.filter(batch_id=batch_id, status=UnitStatus.PENDING)
+        transcription_units_enqueue(count=pending.exclude(kind=UnitKind.SPEAKERS).count())
+        speakers_units_enqueue(units=pending.filter(kind=UnitKind.SPEAKERS).select_related("file"))
     if len(planned) > 1:
         context = job.batch_log_context()
         logger.info(
@@ -569,8 +593,9 @@ def _run_unit(*, unit: TranscriptionUnit, jobs: list[Transcription], claim_token
     file = job.file
     context = job.batch_log_context()
     wanted = {claimed.format for claimed in jobs}
-    # Subtitle cues are cut at word boundaries, so they need the words' times.
-    word_timestamps = job.word_timestamps or bool(wanted & runs.SUBTITLES)
+    # Subtitle cues are cut at word boundaries, and a segment is split between the words of
+    # two speakers, so both need the words' times.
+    word_timestamps = job.word_timestamps or bool(wanted & runs.SUBTITLES) or job.diarize
     # The whole file in one piece: a batch of at most TRANSCRIPTION_UNIT_SECONDS.
     whole = unit.windows is None and unit.start <= 0.0 and unit.end >= file.duration
     watch = _BatchWatch(unit=unit)
@@ -767,6 +792,137 @@ def _shifted(segment: engine.Segment, offset: float) -> engine.Segment:
     )
 
 
+# --- Speakers ------------------------------------------------------------------------------
+
+
+def needs_speakers_unit(job: Transcription) -> bool:
+    """Whether ``job``'s batch finds its speakers with the diarizer.
+
+    One speaker known in advance needs no model: every segment is ``SPEAKER_00``'s.
+    """
+    return job.diarize and job.speakers != 1
+
+
+def speakers_units_enqueue(*, units: Any) -> None:
+    """Send each speakers unit of ``units`` its own message once the transaction commits.
+
+    Its time limits are those of an inference run on the whole file: it diarizes the file
+    in one run, where a "there is work" message is timed for ``TRANSCRIPTION_UNIT_SECONDS``.
+    """
+    from transcriptions.tasks import transcription_speakers_task  # tasks import the services
+
+    messages = [(unit.id, unit.file.duration) for unit in units]
+    if not messages:
+        return
+
+    def send() -> None:
+        for unit_id, duration in messages:
+            soft, hard = time_limits(duration=duration)
+            try:
+                transcription_speakers_task.apply_async(
+                    args=[unit_id.hex], queue=settings.TRANSCRIPTION_QUEUE, soft_time_limit=soft, time_limit=hard
+                )
+            except Exception:
+                if transcription_speakers_task.app.conf.task_always_eager:
+                    raise
+                # Broker down: the unit stays pending and the recovery sends for it.
+                logger.exception("Transcription speakers message could not be queued")
+                return
+
+    transaction.on_commit(send)
+
+
+def _claim_speakers_unit(*, unit_id: uuid.UUID, claim_token: str, now: dt.datetime) -> TranscriptionUnit | None:
+    """Claim the speakers unit ``unit_id`` for ``claim_token``: pending, or already its own (a redelivery)."""
+    unit = TranscriptionUnit.objects.filter(id=unit_id, kind=UnitKind.SPEAKERS).select_related("file").first()
+    if unit is None or unit.status == UnitStatus.DONE:
+        return None
+    if unit.status == UnitStatus.PROCESSING and unit.claim_token != claim_token:
+        return None  # another message's (one sent again by the recovery while this one waited)
+    if unit.status == UnitStatus.PROCESSING and unit.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
+        _fail_batch(batch_id=unit.batch_id, error=runs.lost_worker_message(unit.attempts))
+        return None
+    # Race: the recovery or another message moved it since the read: the UPDATE names its state.
+    taken = TranscriptionUnit.objects.filter(id=unit.id, status=unit.status, claim_token=unit.claim_token).update(
+        status=UnitStatus.PROCESSING,
+        claim_token=claim_token,
+        claimed_at=now,
+        heartbeat_at=now,
+        attempts=F("attempts") + 1,
+        worker=_worker_name(),
+    )
+    if not taken:
+        return None
+    unit.status, unit.claim_token, unit.claimed_at = UnitStatus.PROCESSING, claim_token, now
+    unit.attempts += 1
+    return unit
+
+
+def transcription_speakers_run(*, unit_id: uuid.UUID, claim_token: str) -> bool:
+    """Find the speaker turns of a speakers unit's file and store them; returns whether it ran.
+
+    Claimed by this message alone (:func:`_claim_speakers_unit`); the jobs' progress is
+    written and a cancel stops it, as for any unit; the worker that stores the batch's last
+    unit, this one or a transcribing one, completes the jobs.
+    """
+    unit = _claim_speakers_unit(unit_id=unit_id, claim_token=claim_token, now=timezone.now())
+    if unit is None:
+        return False
+    jobs = list(
+        Transcription.objects.filter(batch_id=unit.batch_id, status__in=[Status.PENDING, Status.PROCESSING])
+        .select_related("file")
+        .order_by("created_at", "id")
+    )
+    if not jobs:
+        TranscriptionUnit.objects.filter(batch_id=unit.batch_id).delete()
+        return False
+    job = jobs[0]
+    file = job.file
+    context = job.batch_log_context()
+    watch = _BatchWatch(unit=unit)
+    started = time.perf_counter()
+    try:
+        with _Heartbeat(unit=unit, claim_token=claim_token):
+            with file_wav_local_path(file) as wav_path:
+                audio, _ = _read_wav(wav_path, start=0.0, end=file.duration)
+            turns = worker.diarizer().diarize(audio, speakers=job.speakers, on_progress=watch)
+    except BatchStopped:
+        logger.info(
+            "Transcription speakers stopped after %.1f s: the jobs were cancelled or deleted %s",
+            time.perf_counter() - started,
+            context.words,
+            extra=context.extra,
+        )
+        _drop_if_gone(batch_id=unit.batch_id)
+        return True
+    except DATABASE_CONNECTION_ERRORS:
+        raise  # not the job's fault: the task is sent again under the same id, as _run_unit's
+    except Exception as exc:
+        reason = runs.failure_reason(exc, file=file, job=job, duration=file.duration)
+        if reason is None:
+            logger.exception("Transcription speakers failed: internal error %s", context.words, extra=context.extra)
+            reason = "Transcription failed: internal error"
+        _fail_batch(batch_id=unit.batch_id, error=reason)
+        return True
+    stored = TranscriptionUnit.objects.filter(id=unit.id, status=UnitStatus.PROCESSING, claim_token=claim_token).update(
+        status=UnitStatus.DONE, result={"turns": engine.turns_json(turns)}
+    )
+    if not stored:
+        return True
+    watch.report(1.0)
+    logger.info(
+        "Transcription speakers: %d turns of %d speakers in %.1f s of audio, %.1f s %s",
+        len(turns),
+        len({turn.speaker for turn in turns}),
+        file.duration,
+        time.perf_counter() - started,
+        context.words,
+        extra=context.extra,
+    )
+    _finish_if_done(batch_id=unit.batch_id)
+    return True
+
+
 # --- Merging and completing ---------------------------------------------------------------
 
 
@@ -852,7 +1008,14 @@ def _finish_if_done(*, batch_id: uuid.UUID) -> int:
     if not jobs:
         return 0  # deleted, failed, or completed by the other task; or pending again (re-queued)
     job = jobs[0]
-    merged = units_merge(results=[unit.result for unit in units], duration=job.file.duration, task=job.task)
+    merged = units_merge(
+        results=[unit.result for unit in units if unit.kind != UnitKind.SPEAKERS],
+        duration=job.file.duration,
+        task=job.task,
+    )
+    if job.diarize:
+        turns = [turn for unit in units if unit.kind == UnitKind.SPEAKERS for turn in unit.result["turns"]]
+        merged = engine.with_speakers(merged, engine.turns_from_json(turns))
     rendered = {
         claimed.format: formats.render(merged, claimed.format, word_timestamps=job.word_timestamps) for claimed in jobs
     }
@@ -924,10 +1087,20 @@ def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | N
     TranscriptionUnit.objects.exclude(batch_id__in=alive).filter(claimed_at__lt=served_before).delete()
     silent_before = now - dt.timedelta(seconds=settings.TRANSCRIPTION_LOST_AFTER_SECONDS)
     count = 0
-    lost = TranscriptionUnit.objects.filter(status=UnitStatus.PROCESSING).filter(
-        Q(claimed_at__lt=lost_before) | Q(heartbeat_at__lt=silent_before)
+    speakers: list[TranscriptionUnit] = []
+    lost = (
+        TranscriptionUnit.objects.filter(status=UnitStatus.PROCESSING)
+        .filter(Q(claimed_at__lt=lost_before) | Q(heartbeat_at__lt=silent_before))
+        .select_related("file")
     )
     for unit in lost:
+        silent = unit.heartbeat_at is not None and unit.heartbeat_at < silent_before
+        if unit.kind == UnitKind.SPEAKERS and not silent:
+            # Timed for the whole file (speakers_units_enqueue), not for a unit: while it
+            # beats, it is lost only past the whole file's hard limit.
+            _, whole_hard = time_limits(duration=unit.file.duration)
+            if unit.claimed_at is None or unit.claimed_at >= cutoff - dt.timedelta(seconds=whole_hard):
+                continue
         if unit.attempts >= settings.TRANSCRIPTION_MAX_ATTEMPTS:
             _fail_batch(
                 batch_id=unit.batch_id,
@@ -946,9 +1119,14 @@ def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | N
                 unit.claim_token,
                 unit.heartbeat_at or unit.claimed_at,
             )
-            count += 1
+            if unit.kind == UnitKind.SPEAKERS:
+                speakers.append(unit)
+            else:
+                count += 1
     waiting = TranscriptionUnit.objects.filter(status=UnitStatus.PENDING, queued_at__lt=cutoff)
-    count += waiting.update(queued_at=now)
+    speakers.extend(waiting.filter(kind=UnitKind.SPEAKERS).select_related("file"))
+    count += waiting.exclude(kind=UnitKind.SPEAKERS).update(queued_at=now)
+    TranscriptionUnit.objects.filter(id__in=[unit.id for unit in speakers]).update(queued_at=now)
     # A task killed between storing a batch's last unit and completing its jobs: its
     # redelivery claims other work, so the batch is finished here.
     processing = Transcription.objects.filter(status=Status.PROCESSING).values("batch_id")
@@ -961,11 +1139,12 @@ def transcription_units_requeue_stuck(*, older_than: float, now: dt.datetime | N
     )
     for batch_id in list(finished):
         _finish_if_done(batch_id=batch_id)
-    if count:
-        logger.info("Transcription units queued again: %d", count)
+    if count or speakers:
+        logger.info("Transcription units queued again: %d, and %d speakers units", count, len(speakers))
     with transaction.atomic():
         transcription_units_enqueue(count=count)
-    return count
+        speakers_units_enqueue(units=speakers)
+    return count + len(speakers)
 
 
 def transcription_unit_batches() -> Any:

@@ -1,0 +1,104 @@
+"""Build tests/data/speakers.opus and speakers.json: four real voices taking turns, with known turns.
+
+The voices are those of the recordings in ../shared/audio (README there): John F. Kennedy
+(jfk.flac), the speaker of hotwords.mp3, and the two people of stereo_diarization.wav,
+one per channel. Pieces of them, cut between words, are joined one after another with a
+pause between turns, as a conversation of 2-5 s turns; each turn's time in the clip is
+where its speech is (the piece trimmed to its first and last 10 ms of speech by energy),
+so that the reference of who spoke when is exact to 10 ms; pauses within a turn count as
+the speaker's, as a listener would mark them.
+
+    .venv/bin/python bench/speakers_clip.py [SHARED_AUDIO_DIR]
+
+It runs once, by hand; the tests and bench/diarization.py read the files it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+
+RATE = 16000
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ROOT / "tests" / "data"
+PAUSE_SECONDS = 0.6
+FRAME = RATE // 100  # 10 ms
+# Energy above this (RMS of a 10 ms frame) is speech.
+SPEECH_RMS = 0.01
+
+# (speaker, file, channel (None: the mix), start, end) in the source, cut between words.
+PIECES = [
+    ("A", "jfk.flac", None, 0.0, 2.6),  # And so my fellow Americans,
+    ("B", "hotwords.mp3", None, 0.0, 4.0),  # Then you go into your ComfyUI folder again, in the ComfyUI.
+    ("C", "stereo_diarization.wav", 0, 0.0, 5.0),
+    ("A", "jfk.flac", None, 3.1, 8.1),  # ask not what your country can do for you,
+    ("D", "stereo_diarization.wav", 1, 0.0, 2.8),
+    ("B", "hotwords.mp3", None, 0.0, 2.45),  # Then you go into your ComfyUI folder
+    ("C", "stereo_diarization.wav", 0, 0.0, 5.0),
+    ("A", "jfk.flac", None, 8.1, 11.0),  # ask what you can do for your country.
+    ("D", "stereo_diarization.wav", 1, 0.0, 2.8),
+    ("B", "hotwords.mp3", None, 0.0, 4.0),
+    ("A", "jfk.flac", None, 0.0, 2.6),
+    ("C", "stereo_diarization.wav", 0, 0.0, 5.0),
+]
+
+
+def decode(path: Path, channel: int | None) -> np.ndarray:
+    args = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path)]
+    if channel is not None:
+        args += ["-af", f"pan=mono|c0=c{channel}"]
+    args += ["-ac", "1", "-ar", str(RATE), "-f", "s16le", "-"]
+    raw = subprocess.run(args, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768.0
+
+
+def speech_span(samples: np.ndarray) -> tuple[float, float]:
+    """First and last moment of speech in ``samples`` (seconds), by frame energy."""
+    frames = samples[: len(samples) // FRAME * FRAME].reshape(-1, FRAME)
+    loud = np.flatnonzero(np.sqrt((frames**2).mean(axis=1)) > SPEECH_RMS)
+    if not len(loud):
+        return 0.0, 0.0
+    return loud[0] * FRAME / RATE, (loud[-1] + 1) * FRAME / RATE
+
+
+def main(shared: Path) -> None:
+    parts: list[np.ndarray] = []
+    turns: list[dict[str, object]] = []
+    position = 0.0
+    for speaker, name, channel, start, end in PIECES:
+        audio = decode(shared / name, channel)[int(start * RATE) : int(end * RATE)]
+        first, last = speech_span(audio)
+        audio = audio[int(first * RATE) : int(last * RATE)]
+        if parts:
+            parts.append(np.zeros(int(PAUSE_SECONDS * RATE), dtype=np.float32))
+            position += PAUSE_SECONDS
+        turns.append({"speaker": speaker, "start": round(position, 2), "end": round(position + len(audio) / RATE, 2)})
+        parts.append(audio)
+        position += len(audio) / RATE
+    clip = np.concatenate(parts)
+    with tempfile.TemporaryDirectory() as folder:
+        raw = Path(folder) / "clip.raw"
+        (np.clip(clip, -1, 1) * 32767).astype(np.int16).tofile(raw)
+        subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "s16le", "-ar", str(RATE), "-ac", "1"]
+            + ["-i", str(raw), "-c:a", "libopus", "-b:a", "32k", str(TARGET / "speakers.opus")],
+            check=True,
+        )
+    reference = {
+        "duration": round(len(clip) / RATE, 2),
+        "speakers": 4,
+        "sources": "A: jfk.flac; B: hotwords.mp3; C: stereo_diarization.wav left; D: stereo_diarization.wav right",
+        "turns": turns,
+    }
+    (TARGET / "speakers.json").write_text(json.dumps(reference, indent=1) + "\n")
+    print(f"{reference['duration']} s, {len(turns)} turns -> {TARGET / 'speakers.opus'}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "audio")
