@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -10,6 +11,15 @@ from django.conf import settings
 from files.services import file_requeue_stuck
 from transcriptions import services
 from whisper_site.celery import DATABASE_RETRY
+
+# The options of the three tasks that hold work (batch, unit, speakers), explained below.
+RETAKEN_BY_ID: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    **DATABASE_RETRY,
+}
 
 
 # acks_late + reject_on_worker_lost: a message is only acknowledged once the batch is
@@ -20,11 +30,7 @@ from whisper_site.celery import DATABASE_RETRY
 # under the same id (DATABASE_RETRY), which retakes what it held in the same way.
 @shared_task(
     name="transcriptions.run_batch",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    **DATABASE_RETRY,
+    **RETAKEN_BY_ID,
 )
 def transcription_run_batch_task(self: Task, batch_id: str) -> None:
     """Transcribe one batch (all formats of one request) under this task's id as claim token."""
@@ -37,11 +43,7 @@ def transcription_run_batch_task(self: Task, batch_id: str) -> None:
 # a lost database connection.
 @shared_task(
     name="transcriptions.run_unit",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    **DATABASE_RETRY,
+    **RETAKEN_BY_ID,
 )
 def transcription_run_unit_task(self: Task) -> None:
     """Decode the next unit in the fair order under this task's id as claim token."""
@@ -53,11 +55,7 @@ def transcription_run_unit_task(self: Task) -> None:
 # as above: the same task id retakes the speakers unit it held.
 @shared_task(
     name="transcriptions.run_speakers",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    **DATABASE_RETRY,
+    **RETAKEN_BY_ID,
 )
 def transcription_speakers_task(self: Task, unit_id: str) -> None:
     """Find the speakers of one batch's file under this task's id as claim token."""

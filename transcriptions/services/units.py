@@ -361,14 +361,25 @@ def _claim_oldest_unit_of(*, owner_id: Any, claim_token: str, now: dt.datetime) 
         if unit is None:
             return None
         # Race: another claimer took it since the read (SQLite): the UPDATE names pending.
-        taken = TranscriptionUnit.objects.filter(id=unit.id, status=UnitStatus.PENDING).update(
-            status=UnitStatus.PROCESSING,
-            claim_token=claim_token,
-            claimed_at=now,
-            heartbeat_at=now,
-            attempts=F("attempts") + 1,
-            worker=_worker_name(),
-        )
+        return _take_unit(unit, claim_token=claim_token, now=now, where={"status": UnitStatus.PENDING})
+
+
+def _take_unit(
+    unit: TranscriptionUnit, *, claim_token: str, now: dt.datetime, where: dict[str, Any]
+) -> TranscriptionUnit | None:
+    """Mark ``unit`` processing for ``claim_token`` where its row still matches ``where``; None if not.
+
+    The conditional UPDATE of a claim made from an earlier read: a claimer whose read is out of date
+    (the row moved since) takes nothing.
+    """
+    taken = TranscriptionUnit.objects.filter(id=unit.id, **where).update(
+        status=UnitStatus.PROCESSING,
+        claim_token=claim_token,
+        claimed_at=now,
+        heartbeat_at=now,
+        attempts=F("attempts") + 1,
+        worker=_worker_name(),
+    )
     if not taken:
         return None
     unit.status, unit.claim_token, unit.claimed_at = UnitStatus.PROCESSING, claim_token, now
@@ -843,19 +854,8 @@ def _claim_speakers_unit(*, unit_id: uuid.UUID, claim_token: str, now: dt.dateti
         _fail_batch(batch_id=unit.batch_id, error=runs.lost_worker_message(unit.attempts))
         return None
     # Race: the recovery or another message moved it since the read: the UPDATE names its state.
-    taken = TranscriptionUnit.objects.filter(id=unit.id, status=unit.status, claim_token=unit.claim_token).update(
-        status=UnitStatus.PROCESSING,
-        claim_token=claim_token,
-        claimed_at=now,
-        heartbeat_at=now,
-        attempts=F("attempts") + 1,
-        worker=_worker_name(),
-    )
-    if not taken:
-        return None
-    unit.status, unit.claim_token, unit.claimed_at = UnitStatus.PROCESSING, claim_token, now
-    unit.attempts += 1
-    return unit
+    where = {"status": unit.status, "claim_token": unit.claim_token}
+    return _take_unit(unit, claim_token=claim_token, now=now, where=where)
 
 
 def transcription_speakers_run(*, unit_id: uuid.UUID, claim_token: str) -> bool:
