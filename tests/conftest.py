@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,15 @@ def _eager_celery() -> Iterator[None]:
     celery_app.conf.CELERY_TASK_ALWAYS_EAGER = True
     yield
     celery_app.conf.CELERY_TASK_ALWAYS_EAGER = previous
+
+
+def celery_worker_argv(*, name: str, queues: Iterable[str], concurrency: int = 1) -> list[str]:
+    """The command line of a real Celery worker of the project's app: prefork, ``queues``, node ``name``."""
+    return [
+        sys.executable, "-m", "celery", "-A", "whisper_site", "worker",
+        "--pool", "prefork", "--concurrency", str(concurrency), "-Q", ",".join(queues),
+        "-n", name, "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+    ]  # fmt: skip
 
 
 def forget_broker_connections() -> None:

@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -35,7 +34,7 @@ from accounts.models import User
 from files.media import convert_to_wav
 from files.models import File
 from files.storage import storage_put
-from tests.conftest import forget_broker_connections
+from tests.conftest import celery_worker_argv, forget_broker_connections
 from tests.transcriptions.e2e.conftest import Worker, child_pids, database_url, wait_for
 from transcriptions.engine import install_bundled_models
 from transcriptions.models import Transcription
@@ -152,11 +151,7 @@ class Stack:
         data_dir = self.base / name
         data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.base / f"{name}.log"
-        argv = [
-            sys.executable, "-m", "celery", "-A", "whisper_site", "worker",
-            "--pool", "prefork", "--concurrency", "1", "-Q", self.queue,
-            "-n", f"{name}-{self.queue}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-        ]  # fmt: skip
+        argv = celery_worker_argv(name=f"{name}-{self.queue}@%h", queues=[self.queue])
         if beat:
             argv += ["-B", "--schedule", str(data_dir / "celerybeat-schedule")]
         # Run from a folder of its own, as on a machine of its own: the code through PYTHONPATH.

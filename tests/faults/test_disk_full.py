@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,30 +85,6 @@ def server(full_disks: tuple[Path, Path]) -> Iterator[Served]:
         client.close()
 
 
-def post_file(served: Served, path: Path, api_key: str) -> tuple[int, bytes]:
-    """``POST /file`` with one part; the status and body, whatever they are."""
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + path.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        served.url + "/api/v1/file",
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Bearer {api_key}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 def test_a_full_disk_refuses_uploads_with_507_and_fails_conversions_uncharged(
     server: Served, full_disks: tuple[Path, Path]
 ) -> None:
@@ -119,19 +93,19 @@ def test_a_full_disk_refuses_uploads_with_507_and_fails_conversions_uncharged(
     auth = f"Bearer {api_key}"
 
     # The spool fills while the part streams in.
-    status, body = post_file(server, LARGE, api_key)
+    status, body = server.post_file(LARGE, api_key)
     assert (status, body) == (507, b"Insufficient storage")
     assert files_in(spool) == [] and files_in(media) == []
 
     # Room in the spool, none in the media folder: the copy into storage fills it.
     subprocess.run(["mount", "-o", "remount,size=64m", str(spool)], check=True)
-    status, body = post_file(server, LARGE, api_key)
+    status, body = server.post_file(LARGE, api_key)
     assert (status, body) == (507, b"Insufficient storage")
     assert files_in(spool) == [] and files_in(media) == []
     assert json.loads(server.request("GET", "/api/v1/file", auth=auth)[1])["files"] == []
 
     # The upload fits; its WAV (9.6 MB) does not: the file fails, and so does its job, uncharged.
-    status, body = post_file(server, SMALL_LONG, api_key)
+    status, body = server.post_file(SMALL_LONG, api_key)
     assert status == 200, body
     file_id = json.loads(body)["files"][0]["uuid"]
     status, body = server.request("POST", "/api/v1/transcribe", {"uuid": file_id}, auth=auth)

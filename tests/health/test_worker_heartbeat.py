@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ import redis
 from rest_framework.test import APIClient
 
 from health.models import WorkerHeartbeat
+from tests.conftest import celery_worker_argv
 from tests.transcriptions.e2e.conftest import database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -54,26 +54,7 @@ def start_worker(tmp_path: Path, settings: Any) -> Iterator[Callable[..., subpro
         }
         log = (tmp_path / f"{name}.log").open("wb")
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "whisper_site",
-                "worker",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "1",
-                "-n",
-                name,
-                "-Q",
-                ",".join(queues),
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel",
-                "INFO",
-            ],  # fmt: skip
+            celery_worker_argv(name=name, queues=queues),
             cwd=ROOT,
             env=env,
             stdout=log,

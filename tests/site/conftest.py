@@ -166,9 +166,16 @@ class Served:
         )
 
     def request(
-        self, method: str, path: str, body: Any = None, *, auth: str | None = None, timeout: float = 30
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: str | None = None,
+        content_type: str | None = None,
+        timeout: float = 30,
     ) -> tuple[int, bytes]:
-        """One request over real HTTP; a JSON body for a dict, bytes as they are."""
+        """One request over real HTTP; a JSON body for a dict, bytes as they are (of ``content_type``)."""
         headers: dict[str, str] = {}
         data: bytes | None = None
         if isinstance(body, dict):
@@ -176,6 +183,8 @@ class Served:
             headers["Content-Type"] = "application/json"
         elif body is not None:
             data = body
+            if content_type:
+                headers["Content-Type"] = content_type
         if auth:
             headers["Authorization"] = auth
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
@@ -202,8 +211,8 @@ class Served:
         assert status == 200, raw
         return json.loads(raw)
 
-    def upload(self, path: Path, api_key: str) -> str:
-        """``POST /file`` one file as multipart; its uuid."""
+    def post_file(self, path: Path, api_key: str, *, timeout: float = 120) -> tuple[int, bytes]:
+        """``POST /file`` one file as multipart; the status and body, whatever they are."""
         boundary = uuid.uuid4().hex
         body = (
             (
@@ -213,14 +222,16 @@ class Served:
             + path.read_bytes()
             + f"\r\n--{boundary}--\r\n".encode()
         )
-        request = urllib.request.Request(
-            self.url + "/api/v1/file",
-            data=body,
-            method="POST",
-            headers={"Authorization": f"Bearer {api_key}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        content_type = f"multipart/form-data; boundary={boundary}"
+        return self.request(
+            "POST", "/api/v1/file", body, auth=f"Bearer {api_key}", content_type=content_type, timeout=timeout
         )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            row = json.loads(response.read())["files"][0]
+
+    def upload(self, path: Path, api_key: str) -> str:
+        """``POST /file`` one file as multipart; its uuid."""
+        status, raw = self.post_file(path, api_key)
+        assert status == 200, raw
+        row = json.loads(raw)["files"][0]
         assert row["status"]["uploaded"] or row["status"]["existed"], row
         return row["uuid"]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
-from tests.conftest import forget_broker_connections
+from tests.conftest import celery_worker_argv, forget_broker_connections
 from tests.webhooks.receiver import allow_private_networks, webhook_receiver  # noqa: F401  (fixtures)
 from whisper_site.celery import app as celery_app
 
@@ -159,26 +158,11 @@ def e2e(
         log_path = base / f"{name}-{len(workers)}.log"
         log = log_path.open("wb")
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "whisper_site",
-                "worker",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                str(concurrency),
-                "-Q",
-                f"{queue},{conversion_queue},{webhook_queue}",
-                "-n",
-                f"{name}{len(workers)}-{queue}@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel",
-                "INFO",
-            ],  # fmt: skip
+            celery_worker_argv(
+                name=f"{name}{len(workers)}-{queue}@%h",
+                queues=(queue, conversion_queue, webhook_queue),
+                concurrency=concurrency,
+            ),
             cwd=ROOT,
             env={**env, "CELERY_WORKER_CONCURRENCY": str(concurrency)},
             stdout=log,
