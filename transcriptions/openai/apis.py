@@ -10,6 +10,7 @@ objects (:mod:`.errors`). drf-spectacular reads the same serializers for ``/api/
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -94,6 +95,17 @@ class GranularitiesField(serializers.ListField):
 # --- Input serializers ---------------------------------------------------------------
 
 
+def response_format_field(formats: Sequence[str], help_text: str) -> serializers.ChoiceField:
+    """``response_format``: one of ``formats``, json when omitted."""
+    return serializers.ChoiceField(
+        choices=formats,
+        required=False,
+        default="json",
+        error_messages={"invalid_choice": f"Invalid response_format: {{input}}. Must be one of: {', '.join(formats)}"},
+        help_text=help_text,
+    )
+
+
 class AudioTranslationInputSerializer(serializers.Serializer):
     """OpenAI's ``/audio/translations`` form; any other field is ignored, as OpenAI's clients expect."""
 
@@ -119,16 +131,8 @@ class AudioTranslationInputSerializer(serializers.Serializer):
         error_messages={"max_length": f"Invalid prompt: at most {PROMPT_MAX_CHARS} characters"},
         help_text="Vocabulary and spelling hints (product names, jargon), given to the model.",
     )
-    response_format = serializers.ChoiceField(
-        choices=services.RESPONSE_FORMATS,
-        required=False,
-        default="json",
-        error_messages={
-            "invalid_choice": (
-                f"Invalid response_format: {{input}}. Must be one of: {', '.join(services.RESPONSE_FORMATS)}"
-            ),
-        },
-        help_text="`json` (default), `text`, `srt`, `verbose_json` or `vtt`.",
+    response_format = response_format_field(
+        services.RESPONSE_FORMATS, "`json` (default), `text`, `srt`, `verbose_json` or `vtt`."
     )
     temperature = TemperatureField(
         required=False,
@@ -151,20 +155,10 @@ class AudioTranslationInputSerializer(serializers.Serializer):
 class AudioTranscriptionInputSerializer(AudioTranslationInputSerializer):
     """OpenAI's ``/audio/transcriptions`` form; any other field is ignored, as OpenAI's clients expect."""
 
-    response_format = serializers.ChoiceField(
-        choices=services.TRANSCRIPTION_RESPONSE_FORMATS,
-        required=False,
-        default="json",
-        error_messages={
-            "invalid_choice": (
-                "Invalid response_format: {input}. Must be one of: "
-                + ", ".join(services.TRANSCRIPTION_RESPONSE_FORMATS)
-            ),
-        },
-        help_text=(
-            "`json` (default), `text`, `srt`, `verbose_json`, `vtt`, or `diarized_json`: segments with "
-            "their `speaker` (`A`, `B`, ...), priced as a job that tells speakers apart."
-        ),
+    response_format = response_format_field(
+        services.TRANSCRIPTION_RESPONSE_FORMATS,
+        "`json` (default), `text`, `srt`, `verbose_json`, `vtt`, or `diarized_json`: segments with "
+        "their `speaker` (`A`, `B`, ...), priced as a job that tells speakers apart.",
     )
 
     language = serializers.CharField(

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, F, Min, Q, Sum
+from django.db.models import Count, F, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from files.models import File
@@ -491,11 +491,7 @@ def transcription_unit_run_next(*, claim_token: str) -> bool:
         unit = transcription_unit_claim(claim_token=claim_token)
         if unit is None:
             return False
-        jobs = list(
-            Transcription.objects.filter(batch_id=unit.batch_id, status__in=[Status.PENDING, Status.PROCESSING])
-            .select_related("file")
-            .order_by("created_at", "id")
-        )
+        jobs = list(_live_jobs(batch_id=unit.batch_id))
         if not jobs:
             dropped, _ = TranscriptionUnit.objects.filter(batch_id=unit.batch_id).delete()
             logger.info("Transcription units of batch %s dropped: its jobs are gone (%d)", unit.batch_id.hex, dropped)
@@ -868,11 +864,7 @@ def transcription_speakers_run(*, unit_id: uuid.UUID, claim_token: str) -> bool:
     unit = _claim_speakers_unit(unit_id=unit_id, claim_token=claim_token, now=timezone.now())
     if unit is None:
         return False
-    jobs = list(
-        Transcription.objects.filter(batch_id=unit.batch_id, status__in=[Status.PENDING, Status.PROCESSING])
-        .select_related("file")
-        .order_by("created_at", "id")
-    )
+    jobs = list(_live_jobs(batch_id=unit.batch_id))
     if not jobs:
         TranscriptionUnit.objects.filter(batch_id=unit.batch_id).delete()
         return False
@@ -1037,10 +1029,18 @@ def _finish_if_done(*, batch_id: uuid.UUID) -> int:
     return completed
 
 
+def _live_jobs(*, batch_id: uuid.UUID) -> QuerySet[Transcription]:
+    """The batch's pending and processing jobs, oldest first, with their files."""
+    return (
+        Transcription.objects.filter(batch_id=batch_id, status__in=[Status.PENDING, Status.PROCESSING])
+        .select_related("file")
+        .order_by("created_at", "id")
+    )
+
+
 def _drop_if_gone(*, batch_id: uuid.UUID) -> int:
     """Drop a batch's units once none of its jobs is pending or processing; returns how many went."""
-    alive = Transcription.objects.filter(batch_id=batch_id, status__in=[Status.PENDING, Status.PROCESSING])
-    if alive.exists():
+    if _live_jobs(batch_id=batch_id).exists():
         return 0
     dropped, _ = TranscriptionUnit.objects.filter(batch_id=batch_id).delete()
     return dropped
