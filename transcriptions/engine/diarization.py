@@ -121,8 +121,18 @@ class Diarizer:
             raise ModelIntegrityError(f"Speaker model {voice} is not one sherpa-onnx can use")
         self._extractor = sherpa_onnx.SpeakerEmbeddingExtractor(self._voice_config)
         self._lock = threading.Lock()
+        # Pass 1's pipelines by their num_clusters, each built (both models loaded) once;
+        # used under the lock only.
+        self._pipelines: dict[int, object] = {}
 
     def _pipeline(self, speakers: int | None) -> object:
+        # A known count is pass 2's to reach; pass 1 only cuts turns (see the module).
+        num_clusters = 1 if speakers == 1 else -1
+        if num_clusters not in self._pipelines:
+            self._pipelines[num_clusters] = self._new_pipeline(num_clusters)
+        return self._pipelines[num_clusters]
+
+    def _new_pipeline(self, num_clusters: int) -> object:
         sherpa = self._sherpa
         config = sherpa.OfflineSpeakerDiarizationConfig(
             segmentation=sherpa.OfflineSpeakerSegmentationModelConfig(
@@ -132,11 +142,7 @@ class Diarizer:
                 num_threads=self.threads,
             ),
             embedding=self._voice_config,
-            clustering=sherpa.FastClusteringConfig(
-                # A known count is pass 2's to reach; pass 1 only cuts turns (see the module).
-                num_clusters=1 if speakers == 1 else -1,
-                threshold=SEGMENTATION_THRESHOLD,
-            ),
+            clustering=sherpa.FastClusteringConfig(num_clusters=num_clusters, threshold=SEGMENTATION_THRESHOLD),
             min_duration_on=MIN_TURN_SECONDS,
             min_duration_off=MIN_PAUSE_SECONDS,
         )
