@@ -5,7 +5,7 @@ Run from the repository root (Redis must answer at 127.0.0.1:6379)::
     .venv/bin/python bench/transcribe.py [--runs 3] [--model ggml-tiny.en] [--keep]
 
 It starts the service as ``manage.py serve`` does (gunicorn with 2 gthread workers and
-a Celery worker with concurrency 1) on a temporary ``DATA_DIR`` with SQLite and Redis
+a Celery worker with the default ``CELERY_WORKER_CONCURRENCY``) on a temporary ``DATA_DIR`` with SQLite and Redis
 database 14 (a queue of its own), registers a user, and for one warm-up run and
 ``--runs`` timed runs: uploads bench/data/clip60.flac (``POST /file``), queues
 verbose_json (``POST /transcribe``) and polls ``GET /transcribe/:uuid`` every 50 ms
@@ -66,7 +66,6 @@ class Service:
             # One worker takes the clip's conversion too: nothing else runs beside it.
             "CONVERSION_QUEUE": self.queue,
             "CELERY_TASK_ALWAYS_EAGER": "0",
-            "CELERY_WORKER_CONCURRENCY": "1",
             "DJANGO_SETTINGS_MODULE": "whisper_site.settings",
             "PYTHONPATH": str(ROOT),
         }
@@ -82,7 +81,7 @@ class Service:
         self.processes.append(
             subprocess.Popen(
                 [python, "-m", "celery", "-A", "whisper_site", "worker", "--loglevel", "INFO",
-                 "--concurrency", "1", "-Q", self.queue, "--without-mingle", "--without-gossip"],
+                 "-Q", self.queue, "--without-mingle", "--without-gossip"],
                 cwd=ROOT, env=self.env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         )  # fmt: skip

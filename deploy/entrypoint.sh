@@ -55,7 +55,7 @@ case "$role" in
         if [ -n "$cuda_libs" ]; then
             export LD_LIBRARY_PATH="${cuda_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         fi
-        set -- --loglevel "${LOG_LEVEL:-INFO}" --concurrency "${CELERY_WORKER_CONCURRENCY:-1}" "$@"
+        set -- --loglevel "${LOG_LEVEL:-INFO}" --concurrency "${CELERY_WORKER_CONCURRENCY:-2}" "$@"
         if [ -n "${WORKER_QUEUES:-}" ]; then
             set -- -Q "$WORKER_QUEUES" "$@"
         fi

@@ -21,6 +21,7 @@ class WorkerHeartbeat(models.Model):
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     queues = models.JSONField(default=list, help_text="The queues it consumes.")
+    processes = models.PositiveIntegerField(default=1, help_text="Its pool's processes: the tasks it runs at once.")
     started_at = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
 

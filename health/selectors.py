@@ -133,3 +133,13 @@ def queue_checks(queues: list[str]) -> dict[str, str]:
         else:
             results[queue] = "no live consumer: no worker has said it consumes this queue"
     return results
+
+
+def live_processes(queue: str) -> int:
+    """How many tasks of ``queue`` the workers that sent a heartbeat lately can run at once (their pools' processes)."""
+    since = timezone.now() - datetime.timedelta(seconds=settings.WORKER_HEARTBEAT_STALE_SECONDS)
+    return sum(
+        processes
+        for queues, processes in WorkerHeartbeat.objects.filter(last_seen__gte=since).values_list("queues", "processes")
+        if isinstance(queues, list) and queue in queues
+    )

@@ -14,9 +14,15 @@ FORGET_AFTER = datetime.timedelta(days=1)
 
 
 def worker_heartbeat_record(
-    *, name: str, hostname: str, pid: int, queues: list[str], started_at: datetime.datetime
+    *,
+    name: str,
+    hostname: str,
+    pid: int,
+    queues: list[str],
+    started_at: datetime.datetime,
+    processes: int = 1,
 ) -> None:
-    """Record that worker ``name`` (Celery's node name) is alive now and consumes ``queues``."""
+    """Record that worker ``name`` (Celery's node name) is alive now and consumes ``queues`` with ``processes`` processes."""
     now = timezone.now()
     # update_or_create: a worker restarted under the same name (same host, new pid) takes
     # its row over; two first beats at once are settled by the unique name.
@@ -26,6 +32,7 @@ def worker_heartbeat_record(
             "hostname": hostname,
             "pid": pid,
             "queues": sorted(queues),
+            "processes": max(1, processes),
             "started_at": started_at,
             "last_seen": now,
         },

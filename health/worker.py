@@ -35,10 +35,11 @@ os.register_at_fork(before=_fork_guard.acquire, after_in_parent=_fork_guard.rele
 class WorkerHeartbeatThread(threading.Thread):
     """Records ``name`` with its queues every ``interval`` seconds until stopped."""
 
-    def __init__(self, *, name: str, queues: list[str], interval: float) -> None:
+    def __init__(self, *, name: str, queues: list[str], interval: float, processes: int = 1) -> None:
         super().__init__(name="worker-heartbeat", daemon=True)
         self.worker_name = name
         self.queues = queues
+        self.processes = processes
         self.interval = interval
         self.pid = os.getpid()
         self.hostname = socket.gethostname()
@@ -65,6 +66,7 @@ class WorkerHeartbeatThread(threading.Thread):
                     pid=self.pid,
                     queues=self.queues,
                     started_at=self.started_at,
+                    processes=self.processes,
                 )
             except Exception as exc:  # the database is down or not migrated yet: try again next time
                 if not self._failing:
@@ -112,8 +114,13 @@ class WorkerHeartbeatStep(bootsteps.StartStopStep):
         from django.conf import settings
 
         queues = sorted(queue.name for queue in parent.task_consumer.queues)
+        # The pool's size (--concurrency): how many units of a long file it decodes at once.
+        processes = getattr(parent.controller, "concurrency", None)
         self.thread = WorkerHeartbeatThread(
-            name=parent.hostname, queues=queues, interval=settings.WORKER_HEARTBEAT_INTERVAL_SECONDS
+            name=parent.hostname,
+            queues=queues,
+            interval=settings.WORKER_HEARTBEAT_INTERVAL_SECONDS,
+            processes=processes if isinstance(processes, int) and processes > 0 else 1,
         )
         self.thread.start()
 

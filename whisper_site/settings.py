@@ -350,7 +350,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
+# Processes of a transcription worker. Two (on two cores or more) decode two units at once:
+# two users' jobs, or both halves of one long file (docs/transcription.md, "Processes or
+# threads"); each loads its own copy of the models.
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", min(2, os.cpu_count() or 1), minimum=1)
 
 # Logs go to stderr, one line per record: `plain` text for people, or `json`
 # (one object a line, with the ids of whisper_site.logs.job_log_context as

@@ -15,6 +15,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from health.models import WorkerHeartbeat
+from health.selectors import live_processes
 from health.services import worker_heartbeat_record, worker_heartbeat_remove
 
 pytestmark = pytest.mark.django_db
@@ -33,8 +34,10 @@ def queues(settings: Any) -> list[str]:
     return [f"t-{name}", f"c-{name}", f"w-{name}"]
 
 
-def beat(name: str, queues: list[str], pid: int = 4242) -> None:
-    worker_heartbeat_record(name=name, hostname="host", pid=pid, queues=queues, started_at=timezone.now())
+def beat(name: str, queues: list[str], pid: int = 4242, processes: int = 1) -> None:
+    worker_heartbeat_record(
+        name=name, hostname="host", pid=pid, queues=queues, started_at=timezone.now(), processes=processes
+    )
 
 
 def ready(anon: APIClient) -> tuple[int, dict[str, Any]]:
@@ -152,3 +155,14 @@ def test_the_embedded_broker_is_its_folder(anon: APIClient, queues: list[str], s
     assert body["checks"]["broker"] == f"the embedded broker's folder {folder} is missing or not writable"
     folder.mkdir(parents=True)
     assert ready(anon)[0] == 200
+
+
+def test_live_processes_add_up_the_fresh_workers_of_a_queue(queues: list[str], settings: Any) -> None:
+    transcription, conversion, _ = queues
+    assert live_processes(transcription) == 0
+    beat("one@host", [transcription], processes=2)
+    beat("two@host", [transcription, conversion], processes=3)
+    beat("converter@host", [conversion], processes=4)
+    assert (live_processes(transcription), live_processes(conversion)) == (5, 7)
+    WorkerHeartbeat.objects.filter(name="two@host").update(last_seen=timezone.now() - datetime.timedelta(seconds=31))
+    assert (live_processes(transcription), live_processes(conversion)) == (2, 4)  # a stale worker takes nothing

@@ -16,6 +16,7 @@ import redis
 from rest_framework.test import APIClient
 
 from health.models import WorkerHeartbeat
+from health.selectors import live_processes
 from tests.conftest import celery_worker_argv
 from tests.transcriptions.e2e.conftest import database_url
 
@@ -42,7 +43,7 @@ def start_worker(tmp_path: Path, settings: Any) -> Iterator[Callable[..., subpro
     settings.WORKER_HEARTBEAT_STALE_SECONDS = STALE
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str, queues: list[str], broker: str) -> subprocess.Popen[bytes]:
+    def start(name: str, queues: list[str], broker: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),
@@ -54,7 +55,7 @@ def start_worker(tmp_path: Path, settings: Any) -> Iterator[Callable[..., subpro
         }
         log = (tmp_path / f"{name}.log").open("wb")
         process = subprocess.Popen(
-            celery_worker_argv(name=name, queues=queues),
+            celery_worker_argv(name=name, queues=queues, concurrency=concurrency),
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -86,9 +87,11 @@ def test_a_worker_beats_while_it_runs_and_removes_its_row_when_it_stops(
     try:
         assert anon.get("/api/v1/health/ready").status_code == 503
         name = f"beating-{queue}@testhost"
-        worker = start_worker(name, [queue, f"{queue}-webhooks"], REDIS_URL)
+        worker = start_worker(name, [queue, f"{queue}-webhooks"], REDIS_URL, concurrency=2)
         first = wait_for(lambda: row(name), "the first heartbeat")
-        assert (first.pid, first.queues) == (worker.pid, sorted([queue, f"{queue}-webhooks"]))
+        # Its pool's two processes: a long file's units are planned for them.
+        assert (first.pid, first.queues, first.processes) == (worker.pid, sorted([queue, f"{queue}-webhooks"]), 2)
+        assert live_processes(queue) == 2
         # It beats again and again.
         wait_for(lambda: row(name).last_seen > first.last_seen, "a second heartbeat")
         response = anon.get("/api/v1/health/ready")

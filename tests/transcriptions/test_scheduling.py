@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import random
 import threading
 import uuid
+import wave
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -18,11 +21,13 @@ from django.utils import timezone
 from accounts.models import User
 from files.models import File
 from files.storage import storage_local_path
+from health.services import worker_heartbeat_record
 from tests.conftest import make_user
 from tests.transcriptions.conftest import DATA_DIR, JFK_REFERENCE, MakeFile, ffmpeg, word_error_rate
 from tests.transcriptions.test_jobs import balance, make_job, run_batch
 from transcriptions import engine, services, tasks, worker
 from transcriptions.models import Transcription, TranscriptionUnit
+from transcriptions.services.units import transcription_units_planned
 
 Status = Transcription.Status
 UnitStatus = TranscriptionUnit.Status
@@ -507,6 +512,75 @@ def test_windows_are_grouped_into_units_of_at_most_the_unit_seconds_of_speech() 
     # A window longer than a unit still makes one unit on its own.
     assert services.window_groups(windows=windows[:1], unit_seconds=10.0) == [windows[:1]]
     assert services.window_groups(windows=[], unit_seconds=60.0) == []
+
+
+def sizes(groups: list[list[engine.Window]]) -> list[int]:
+    return [len(group) for group in groups]
+
+
+def test_a_long_files_units_are_even_and_as_many_as_the_processes_share() -> None:
+    windows = [engine.Window(30.0 * index, 30.0 * index + 29.0) for index in range(10)]
+    # Filled in turn, units of 120 s would be 4, 4 and 2 windows.
+    assert sizes(services.window_groups(windows=windows, unit_seconds=120.0)) == [3, 4, 3]
+    # Two processes: four units, the longer of each pair first, so that both end together.
+    assert sizes(services.window_groups(windows=windows, unit_seconds=120.0, workers=2)) == [3, 2, 3, 2]
+    assert sizes(services.window_groups(windows=windows, unit_seconds=120.0, workers=3)) == [3, 4, 3]
+    assert sizes(services.window_groups(windows=windows, unit_seconds=150.0, workers=2)) == [5, 5]
+    # More processes than windows: a window each.
+    assert sizes(services.window_groups(windows=windows, unit_seconds=120.0, workers=16)) == [1] * 10
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_window_groups_keep_every_window_in_order_within_the_unit_seconds(seed: int) -> None:
+    rng = random.Random(seed)
+    unit_seconds = rng.uniform(30.0, 200.0)
+    workers = rng.randint(1, 4)
+    windows, start = [], 0.0
+    for _ in range(rng.randint(1, 60)):
+        speech = rng.uniform(0.5, 30.0)
+        windows.append(engine.Window(start, start + speech))
+        start += speech + rng.uniform(0.0, 5.0)
+    groups = services.window_groups(windows=windows, unit_seconds=unit_seconds, workers=workers)
+    assert [window for group in groups for window in group] == windows
+    assert all(group for group in groups)
+    assert all(sum(window.speech_seconds for window in group) <= unit_seconds + 1e-9 for group in groups)
+    fewest = len(services.window_groups(windows=windows, unit_seconds=unit_seconds))
+    assert len(groups) >= fewest
+    assert len(groups) % workers == 0 or len(groups) == len(windows)
+
+
+@pytest.mark.django_db
+def test_a_long_file_is_planned_for_the_live_transcription_processes(
+    user: User, make_ready_file: MakeFile, settings: Any, tmp_path: Path
+) -> None:
+    # Twelve readings of jfk.flac a second apart: four windows of about 28 s of speech and
+    # one of 3 s.
+    jfk = engine.load_audio(DATA_DIR / "jfk.flac")
+    audio = np.concatenate([np.concatenate([jfk, np.zeros(16_000, dtype=np.float32)])] * 12)
+    path = tmp_path / "twelve_jfk.wav"
+    with wave.open(str(path), "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(2)
+        target.setframerate(16_000)
+        target.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    file = make_ready_file(user, wav=path, duration=len(audio) / 16_000)
+    job = make_job(user, file)
+    settings.TRANSCRIPTION_UNIT_SECONDS = 60.0
+
+    def planned() -> list[int]:
+        return [len(unit.windows or ()) for unit in transcription_units_planned(file=file, job=job)]
+
+    def beat(name: str, queue: str, processes: int) -> None:
+        worker_heartbeat_record(
+            name=name, hostname="host", pid=1, queues=[queue], started_at=timezone.now(), processes=processes
+        )
+
+    assert planned() == [2, 3]  # no worker heard of: as few units as hold the windows
+    beat("transcription@one", settings.TRANSCRIPTION_QUEUE, 2)
+    beat("conversion@one", "conversion-only", 4)  # takes no units
+    assert planned() == [2, 3]
+    beat("transcription@two", settings.TRANSCRIPTION_QUEUE, 1)
+    assert planned() == [1, 2, 2]  # three processes on two hosts: a unit each
 
 
 @pytest.mark.django_db

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import math
 import os
@@ -59,6 +60,7 @@ from django.utils import timezone
 
 from files.models import File
 from files.selectors import file_wav_local_path
+from health.selectors import live_processes
 from transcriptions import engine, formats, worker
 from transcriptions.models import Transcription, TranscriptionUnit
 from transcriptions.selectors import unit_served_seconds
@@ -121,22 +123,53 @@ def unit_spans(
     return spans
 
 
-def window_groups(*, windows: Sequence[engine.Window], unit_seconds: float) -> list[list[engine.Window]]:
-    """Consecutive windows grouped into units of at most ``unit_seconds`` of speech (at least one each).
+def window_groups(
+    *, windows: Sequence[engine.Window], unit_seconds: float, workers: int = 1
+) -> list[list[engine.Window]]:
+    """Consecutive windows grouped into units of at most ``unit_seconds`` of speech, as even as they allow.
 
-    A unit's windows are decoded together, as one batch: the more it holds, the better a
-    worker's CPU is used, and the longer the next user waits for that worker.
+    The fewest units that hold the windows (at least one window each), rounded up to a
+    multiple of ``workers`` (the transcription processes that can take them) while there
+    are windows enough, so that a long file keeps every process busy to its end instead of
+    leaving one to decode the last unit alone. The windows are then cut where the speech so
+    far comes nearest each unit's even share: 10 windows of about 29 s in units of 120 s
+    on 2 processes make 3, 2, 3 and 2 windows (each process 5), not 4, 4 and 2 (one
+    process 8, the other 4 and then nothing). A unit's windows are decoded together, as one batch: the more
+    it holds, the better a worker's CPU is used, and the longer the next user waits for
+    that worker.
     """
-    groups: list[list[engine.Window]] = []
-    speech = 0.0
-    for window in windows:
-        if groups and speech + window.speech_seconds <= unit_seconds + 1e-9:
-            groups[-1].append(window)
-            speech += window.speech_seconds
-        else:
-            groups.append([window])
-            speech = window.speech_seconds
-    return groups
+    if not windows:
+        return []
+    speech = [window.speech_seconds for window in windows]
+    fewest = 0
+    filled = math.inf
+    for seconds in speech:  # filling each unit in turn gives the fewest units
+        filled += seconds
+        if filled > unit_seconds + 1e-9:
+            fewest += 1
+            filled = seconds
+    step = max(1, workers)
+    count = min(len(windows), -(-fewest // step) * step)
+    while True:
+        groups = _even_groups(speech, count)
+        if count == len(windows) or all(sum(speech[start:end]) <= unit_seconds + 1e-9 for start, end in groups):
+            return [list(windows[start:end]) for start, end in groups]
+        count = min(len(windows), count + step)
+
+
+def _even_groups(speech: Sequence[float], count: int) -> list[tuple[int, int]]:
+    """``speech`` (seconds per window) cut into ``count`` runs of windows of about equal speech."""
+    totals = list(itertools.accumulate(speech, initial=0.0))
+    bounds = [0]
+    for part in range(1, count):
+        target = totals[-1] * part / count
+        # At least one window in this run and in each of the runs after it.
+        candidates = range(bounds[-1] + 1, len(speech) - (count - part) + 1)
+        # Ties go to the longer run first: units are taken in order, so a process that took a
+        # short one takes the next while the others still decode theirs.
+        bounds.append(min(candidates, key=lambda index: (abs(totals[index] - target), -index)))
+    bounds.append(len(speech))
+    return list(itertools.pairwise(bounds))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,7 +204,7 @@ def transcription_units_planned(*, file: File, job: Transcription) -> list[Plann
 
     A file of at most ``TRANSCRIPTION_UNIT_SECONDS`` is one unit, decoded whole as before.
     A longer one is cut into groups of the engine's windows of speech
-    (:func:`window_groups`), or, for a request without VAD, into spans cut in the pauses
+    (:func:`window_groups`, as many as the live transcription processes can share evenly), or, for a request without VAD, into spans cut in the pauses
     between them (:func:`unit_spans`). A long file where the VAD heard nothing is one unit
     with no window: nothing to decode.
     """
@@ -191,7 +224,9 @@ def transcription_units_planned(*, file: File, job: Transcription) -> list[Plann
                 end=round(group[-1].end, 3),
                 windows=[_window_json(window) for window in group],
             )
-            for group in window_groups(windows=windows, unit_seconds=unit_seconds)
+            for group in window_groups(
+                windows=windows, unit_seconds=unit_seconds, workers=live_processes(settings.TRANSCRIPTION_QUEUE)
+            )
         ]
     stretches = [stretch for window in windows for stretch in window.stretches]
     return [
