@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from django.core.cache import cache
 from kombu import pools
 from rest_framework.test import APIClient
@@ -16,6 +17,8 @@ from accounts.models import User, UserSession
 from whisper_site.celery import app as celery_app
 
 PASSWORD = "SecureP@ssw0rd123!"
+# kombu's Redis lists of a queue's priorities other than 0 (its default steps 3, 6, 9).
+PRIORITY_SUFFIXES = ("\x06\x163", "\x06\x166", "\x06\x169")
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
@@ -68,6 +71,30 @@ def celery_worker_argv(*, name: str, queues: Iterable[str], concurrency: int = 1
         "--pool", "prefork", "--concurrency", str(concurrency), "-Q", ",".join(queues),
         "-n", name, "--without-mingle", "--without-gossip", "--loglevel", "INFO",
     ]  # fmt: skip
+
+
+def redis_required(url: str) -> None:
+    """Fail (not skip) the test when no Redis answers at ``url``: the real broker is part of what it tests."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"these tests need Redis at {url}: {exc}")
+    finally:
+        client.close()
+
+
+def redis_queues_delete(url: str, queues: Iterable[str]) -> None:
+    """Remove what kombu keeps in the Redis at ``url`` for ``queues``: each priority's list and the binding."""
+    queues = list(queues)
+    client = redis.Redis.from_url(url)
+    try:
+        client.delete(
+            *(f"{queue}{suffix}" for queue in queues for suffix in ("", *PRIORITY_SUFFIXES)),
+            *(f"_kombu.binding.{queue}" for queue in queues),
+        )
+    finally:
+        client.close()
 
 
 def forget_broker_connections() -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import av
 import pytest
-import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
@@ -25,7 +24,7 @@ from accounts import services as account_services
 from accounts.services import InsufficientBalance
 from admin_api import metrics
 from files.models import File
-from tests.conftest import make_user
+from tests.conftest import make_user, redis_queues_delete, redis_required
 from transcriptions import engine
 from transcriptions.models import Transcription
 from transcriptions.services import runs
@@ -316,11 +315,7 @@ def test_a_scrape_is_a_fixed_number_of_queries_whatever_the_rows() -> None:
 @pytest.fixture
 def redis_queues(settings: Any) -> Iterator[tuple[str, str]]:
     """Queues of this test's own on Redis database 15, as the broker of the settings."""
-    client = redis.Redis.from_url(E2E_REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"this test needs Redis at {E2E_REDIS_URL}: {exc}")
+    redis_required(E2E_REDIS_URL)
     tag = uuid.uuid4().hex[:12]
     transcriptions, conversions = f"metrics-t-{tag}", f"metrics-c-{tag}"
     settings.CELERY_BROKER_URL = E2E_REDIS_URL
@@ -330,11 +325,7 @@ def redis_queues(settings: Any) -> Iterator[tuple[str, str]]:
     try:
         yield transcriptions, conversions
     finally:
-        client.delete(
-            *(f"{q}{suffix}" for q in (transcriptions, conversions) for suffix in ("", "\x06\x163", "\x06\x169"))
-        )
-        client.delete(*(f"_kombu.binding.{q}" for q in (transcriptions, conversions)))
-        client.close()
+        redis_queues_delete(E2E_REDIS_URL, [transcriptions, conversions])
 
 
 def test_queue_depth_counts_the_messages_waiting_in_redis_at_every_priority(redis_queues: tuple[str, str]) -> None:

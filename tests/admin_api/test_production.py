@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 
+from tests.conftest import redis_queues_delete
 from tests.site.conftest import REDIS_URL, descendants, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -361,9 +361,7 @@ def test_the_converter_role_runs_a_worker_on_the_conversion_queue_alone_at_a_low
     finally:
         process.terminate()
         process.wait(timeout=30)
-        client = redis.Redis.from_url(REDIS_URL)
-        client.delete(queue, f"_kombu.binding.{queue}")
-        client.close()
+        redis_queues_delete(REDIS_URL, [queue])
 
 
 def _stat(pid: int) -> list[str]:

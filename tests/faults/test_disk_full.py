@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
+from tests.conftest import redis_queues_delete, redis_required
 from tests.faults.conftest import BENCH_DATA, START_BALANCE, logger
 from tests.site.conftest import REDIS_URL, Served, serve_start
 
@@ -62,11 +62,7 @@ def full_disks(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 @pytest.fixture
 def server(full_disks: tuple[Path, Path]) -> Iterator[Served]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"the served tests need Redis at {REDIS_URL}: {exc}")
+    redis_required(REDIS_URL)
     queue = f"faults-disk-{uuid.uuid4().hex[:12]}"
     spool, _ = full_disks
     served = serve_start(
@@ -81,8 +77,7 @@ def server(full_disks: tuple[Path, Path]) -> Iterator[Served]:
         yield served
     finally:
         served.stop()
-        client.delete(queue, f"{queue}\x06\x169", f"_kombu.binding.{queue}")
-        client.close()
+        redis_queues_delete(REDIS_URL, [queue])
 
 
 def test_a_full_disk_refuses_uploads_with_507_and_fails_conversions_uncharged(

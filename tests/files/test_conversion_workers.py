@@ -30,6 +30,7 @@ from rest_framework.test import APIClient
 from files.models import File
 from files.services import convert_recovery_period, file_requeue_stuck
 from files.tasks import file_convert_audio_task, file_convert_media_task
+from tests.conftest import PRIORITY_SUFFIXES, forget_broker_connections, redis_queues_delete, redis_required
 from tests.files.conftest import JFK
 from transcriptions.engine import install_bundled_models
 from whisper_site.celery import app as celery_app
@@ -37,9 +38,7 @@ from whisper_site.celery import app as celery_app
 pytestmark = pytest.mark.django_db
 
 REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/15")
-# kombu's lists of a Redis queue's priorities other than 0 (its default steps 3, 6, 9).
-PRIORITY_SUFFIXES = ("\x06\x163", "\x06\x166", "\x06\x169")
-LOW = "\x06\x169"
+LOW = PRIORITY_SUFFIXES[-1]
 
 
 @dataclass
@@ -72,22 +71,10 @@ class Broker:
         return {name: [task["task"] for task in tasks] for name in self.lists() if (tasks := self.tasks(name))}
 
 
-def _forget_connections() -> None:
-    # Celery keeps its connection pool and the queues it declared from the configuration
-    # of first use: drop them so that the broker set here applies. The pool itself is left
-    # open: kombu keeps one per broker URL for the whole process, and the e2e tests' worker
-    # fixture uses the same database's.
-    celery_app._pool = None
-    celery_app.__dict__.pop("amqp", None)
-
-
 @pytest.fixture
 def broker(settings: Any) -> Iterator[Broker]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"these tests need Redis at {REDIS_URL}: {exc}")
+    redis_required(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL)
     tag = uuid.uuid4().hex[:12]
     found = Broker(
         client=client, transcription_queue=f"test-transcriptions-{tag}", conversion_queue=f"test-conversions-{tag}"
@@ -97,14 +84,14 @@ def broker(settings: Any) -> Iterator[Broker]:
     previous = {key: celery_app.conf.get(key) for key in ("CELERY_BROKER_URL", "CELERY_TASK_ALWAYS_EAGER")}
     celery_app.conf.CELERY_BROKER_URL = REDIS_URL
     celery_app.conf.CELERY_TASK_ALWAYS_EAGER = False
-    _forget_connections()
+    forget_broker_connections()
     try:
         yield found
     finally:
         for key, value in previous.items():
             setattr(celery_app.conf, key, value)
-        _forget_connections()
-        client.delete(*found.lists(), *(f"_kombu.binding.{queue}" for queue in found.queues))
+        forget_broker_connections()
+        redis_queues_delete(REDIS_URL, found.queues)
         client.close()
 
 

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from rest_framework.test import APIClient
 
 from health.models import WorkerHeartbeat
 from health.selectors import live_processes
-from tests.conftest import celery_worker_argv
+from tests.conftest import celery_worker_argv, redis_queues_delete
 from tests.transcriptions.e2e.conftest import database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -103,9 +102,7 @@ def test_a_worker_beats_while_it_runs_and_removes_its_row_when_it_stops(
         body = anon.get("/api/v1/health/ready").json()
         assert body["checks"][f"queue:{queue}"] == "no live consumer: no worker has said it consumes this queue"
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
-        client.delete(*(f"{prefix}{q}" for q in (queue, f"{queue}-webhooks") for prefix in ("", "_kombu.binding.")))
-        client.close()
+        redis_queues_delete(REDIS_URL, [queue, f"{queue}-webhooks"])
 
 
 def test_a_killed_worker_goes_stale_and_the_embedded_broker_carries_heartbeats_too(

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
+
+from tests.conftest import redis_queues_delete, redis_required
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -262,11 +263,7 @@ def serve_start(data_dir: Path, workers: tuple[str, ...] = WORKERS, **extra_env:
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One ``make run`` server for the session, on Redis database 15 with queues of its own."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"the served-site tests need Redis at {REDIS_URL}: {exc}")
+    redis_required(REDIS_URL)
     queue = f"served-{uuid.uuid4().hex[:12]}"
     conversion_queue = f"served-conversions-{uuid.uuid4().hex[:12]}"
     webhook_queue = f"served-webhooks-{uuid.uuid4().hex[:12]}"
@@ -281,8 +278,4 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield server
     finally:
         server.stop()
-        # Phase two's messages wait in the conversion queue's list of priority 9.
-        client.delete(f"{conversion_queue}\x06\x169")
-        queues = (queue, conversion_queue, webhook_queue)
-        client.delete(*(name for q in queues for name in (q, f"_kombu.binding.{q}")))
-        client.close()
+        redis_queues_delete(REDIS_URL, [queue, conversion_queue, webhook_queue])

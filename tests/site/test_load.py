@@ -17,9 +17,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import redis
 from django.conf import settings
 
+from tests.conftest import redis_queues_delete
 from tests.site.conftest import REDIS_URL, ROOT, Served, serve_start
 from transcriptions.engine import install_bundled_models
 
@@ -59,9 +59,7 @@ def loaded_server(tmp_path: Path) -> Iterator[tuple[Served, str]]:
         yield server, queues[0]
     finally:
         server.stop()
-        client = redis.Redis.from_url(REDIS_URL)
-        client.delete(f"{queues[1]}\x06\x169", *(name for q in queues for name in (q, f"_kombu.binding.{q}")))
-        client.close()
+        redis_queues_delete(REDIS_URL, queues)
 
 
 def test_ten_users_at_once_get_no_server_error_and_exact_balances(loaded_server: tuple[Served, str]) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
+from tests.conftest import redis_queues_delete
 from tests.site.conftest import DATA, REDIS_URL, ROOT, Served, alive, descendants, free_port, serve_start
 
 pytestmark = pytest.mark.served
@@ -205,9 +205,7 @@ def test_with_the_conversion_queue_set_to_the_transcription_queue_one_worker_run
         assert {nice(pid) for pid in pool_processes(workers["worker"])} == {nice(served.process.pid)}
     finally:
         status = served.stop()
-        client = redis.Redis.from_url(REDIS_URL)
-        client.delete(queue, f"_kombu.binding.{queue}")
-        client.close()
+        redis_queues_delete(REDIS_URL, [queue])
     assert status == 0, served.log()[-3000:]
     assert served.log().rstrip().endswith("Stopped.")
 

@@ -8,9 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import redis
-
 from tests.admin_api.test_production import ENTRYPOINT, ROOT, image_env
+from tests.conftest import redis_queues_delete
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
@@ -34,6 +33,4 @@ def test_the_webhooks_role_runs_a_worker_on_the_webhook_queue_alone(tmp_path: Pa
     finally:
         process.terminate()
         process.wait(timeout=30)
-        client = redis.Redis.from_url(REDIS_URL)
-        client.delete(queue, f"_kombu.binding.{queue}")
-        client.close()
+        redis_queues_delete(REDIS_URL, [queue])

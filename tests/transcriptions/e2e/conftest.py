@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
-from tests.conftest import celery_worker_argv, forget_broker_connections
+from tests.conftest import celery_worker_argv, forget_broker_connections, redis_queues_delete, redis_required
 from tests.webhooks.receiver import allow_private_networks, webhook_receiver  # noqa: F401  (fixtures)
 from whisper_site.celery import app as celery_app
 
@@ -121,11 +120,7 @@ def e2e(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[E2E]:
     """Start the session's worker (concurrency 1) and point this process's Celery at it."""
-    client = redis.Redis.from_url(E2E_REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"end-to-end tests need Redis at {E2E_REDIS_URL}: {exc}")
+    redis_required(E2E_REDIS_URL)
     queue = f"e2e-transcriptions-{uuid.uuid4().hex[:12]}"
     conversion_queue = f"e2e-conversions-{uuid.uuid4().hex[:12]}"
     webhook_queue = f"e2e-webhooks-{uuid.uuid4().hex[:12]}"
@@ -198,11 +193,7 @@ def e2e(
         for key, value in previous.items():
             setattr(celery_app.conf, key, value)
         forget_broker_connections()
-        # Phase two's messages wait in the conversion queue's list of priority 9; kombu
-        # keeps each queue's binding in a set of its own.
-        client.delete(queue, conversion_queue, webhook_queue, f"{conversion_queue}\x06\x169")
-        client.delete(*(f"_kombu.binding.{name}" for name in (queue, conversion_queue, webhook_queue)))
-        client.close()
+        redis_queues_delete(E2E_REDIS_URL, [queue, conversion_queue, webhook_queue])
 
 
 @pytest.fixture(autouse=True)
