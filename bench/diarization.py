@@ -59,6 +59,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from speakers_clip import turns_joined, write_clip  # noqa: E402
+
 from transcriptions import engine  # noqa: E402
 
 RATE = 16000
@@ -117,11 +119,9 @@ def make_conversation() -> None:
         if os.geteuid() != 0:
             raise SystemExit("text2wave not found: apt-get install " + " ".join(FESTIVAL_PACKAGES))
         subprocess.run(["apt-get", "install", "-y", "-qq", *FESTIVAL_PACKAGES], check=True)
-    parts: list[np.ndarray] = []
-    turns: list[dict[str, Any]] = []
-    position = 0.0
     with tempfile.TemporaryDirectory() as folder:
-        for index, (voice, pause, line) in enumerate(LINES):
+
+        def spoken(index: int, voice: str, line: str) -> np.ndarray:
             path = Path(folder) / f"{index}.wav"
             subprocess.run(
                 ["text2wave", "-eval", f"(voice_{VOICES[voice]})", "-o", str(path)],
@@ -129,41 +129,18 @@ def make_conversation() -> None:
                 check=True,
                 capture_output=True,
             )
-            audio = engine.load_audio(path)
-            first, last = _speech_span(audio)
-            audio = audio[int(first * RATE) : int(last * RATE)]
-            parts.append(np.zeros(int(pause * RATE), dtype=np.float32))
-            position += pause
-            turns.append({"speaker": voice, "start": round(position, 2), "end": round(position + len(audio) / RATE, 2)})
-            parts.append(audio)
-            position += len(audio) / RATE
-        clip = np.concatenate(parts)
-        raw = Path(folder) / "clip.raw"
-        (np.clip(clip, -1, 1) * 32767).astype(np.int16).tofile(raw)
-        import imageio_ffmpeg
+            return engine.load_audio(path)
 
-        subprocess.run(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "s16le", "-ar", str(RATE), "-ac", "1"]
-            + ["-i", str(raw), "-c:a", "libopus", "-b:a", "24k", str(CONVERSATION[0])],
-            check=True,
+        clip, turns = turns_joined(
+            (voice, pause, spoken(index, voice, line)) for index, (voice, pause, line) in enumerate(LINES)
         )
-    reference = {
-        "duration": round(len(clip) / RATE, 2),
-        "speakers": len({turn["speaker"] for turn in turns}),
-        "sources": "Festival voices " + ", ".join(f"{key}: {name}" for key, name in VOICES.items()),
-        "turns": turns,
-    }
-    CONVERSATION[1].write_text(json.dumps(reference, indent=1) + "\n")
-    print(f"{reference['duration']} s, {len(turns)} turns -> {CONVERSATION[0]}")
-
-
-def _speech_span(samples: np.ndarray) -> tuple[float, float]:
-    frame = RATE // 100
-    frames = samples[: len(samples) // frame * frame].reshape(-1, frame)
-    loud = np.flatnonzero(np.sqrt((frames**2).mean(axis=1)) > 0.01)
-    if not len(loud):
-        return 0.0, len(samples) / RATE
-    return loud[0] * frame / RATE, (loud[-1] + 1) * frame / RATE
+    write_clip(
+        clip,
+        turns,
+        path=CONVERSATION[0],
+        bitrate="24k",
+        sources="Festival voices " + ", ".join(f"{key}: {name}" for key, name in VOICES.items()),
+    )
 
 
 # --- Scoring ----------------------------------------------------------------------------------

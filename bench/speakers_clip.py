@@ -19,7 +19,9 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
@@ -67,37 +69,57 @@ def speech_span(samples: np.ndarray) -> tuple[float, float]:
     return loud[0] * FRAME / RATE, (loud[-1] + 1) * FRAME / RATE
 
 
-def main(shared: Path) -> None:
+def turns_joined(pieces: Iterable[tuple[str, float, np.ndarray]]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Pieces (speaker, pause before it in seconds, samples), each trimmed to its speech, one after another.
+
+    Returns the clip and its turns: each piece's speaker, start and end in the clip.
+    """
     parts: list[np.ndarray] = []
-    turns: list[dict[str, object]] = []
+    turns: list[dict[str, Any]] = []
     position = 0.0
-    for speaker, name, channel, start, end in PIECES:
-        audio = decode(shared / name, channel)[int(start * RATE) : int(end * RATE)]
+    for speaker, pause, audio in pieces:
         first, last = speech_span(audio)
         audio = audio[int(first * RATE) : int(last * RATE)]
-        if parts:
-            parts.append(np.zeros(int(PAUSE_SECONDS * RATE), dtype=np.float32))
-            position += PAUSE_SECONDS
+        parts.append(np.zeros(int(pause * RATE), dtype=np.float32))
+        position += pause
         turns.append({"speaker": speaker, "start": round(position, 2), "end": round(position + len(audio) / RATE, 2)})
         parts.append(audio)
         position += len(audio) / RATE
-    clip = np.concatenate(parts)
+    return np.concatenate(parts), turns
+
+
+def write_clip(clip: np.ndarray, turns: list[dict[str, Any]], *, path: Path, bitrate: str, sources: str) -> None:
+    """``clip`` as Opus at ``path``, and its reference (duration, speakers, sources, turns) beside it as JSON."""
     with tempfile.TemporaryDirectory() as folder:
         raw = Path(folder) / "clip.raw"
         (np.clip(clip, -1, 1) * 32767).astype(np.int16).tofile(raw)
         subprocess.run(
             [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "s16le", "-ar", str(RATE), "-ac", "1"]
-            + ["-i", str(raw), "-c:a", "libopus", "-b:a", "32k", str(TARGET / "speakers.opus")],
+            + ["-i", str(raw), "-c:a", "libopus", "-b:a", bitrate, str(path)],
             check=True,
         )
     reference = {
         "duration": round(len(clip) / RATE, 2),
-        "speakers": 4,
-        "sources": "A: jfk.flac; B: hotwords.mp3; C: stereo_diarization.wav left; D: stereo_diarization.wav right",
+        "speakers": len({turn["speaker"] for turn in turns}),
+        "sources": sources,
         "turns": turns,
     }
-    (TARGET / "speakers.json").write_text(json.dumps(reference, indent=1) + "\n")
-    print(f"{reference['duration']} s, {len(turns)} turns -> {TARGET / 'speakers.opus'}")
+    path.with_suffix(".json").write_text(json.dumps(reference, indent=1) + "\n")
+    print(f"{reference['duration']} s, {len(turns)} turns -> {path}")
+
+
+def main(shared: Path) -> None:
+    clip, turns = turns_joined(
+        (speaker, PAUSE_SECONDS if index else 0.0, decode(shared / name, channel)[int(start * RATE) : int(end * RATE)])
+        for index, (speaker, name, channel, start, end) in enumerate(PIECES)
+    )
+    write_clip(
+        clip,
+        turns,
+        path=TARGET / "speakers.opus",
+        bitrate="32k",
+        sources="A: jfk.flac; B: hotwords.mp3; C: stereo_diarization.wav left; D: stereo_diarization.wav right",
+    )
 
 
 if __name__ == "__main__":
